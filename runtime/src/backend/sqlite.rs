@@ -1,0 +1,134 @@
+//! A SQLite database file shared by async callers: one writer connection,
+//! a few reader connections (WAL lets them read while the writer writes), and
+//! every statement run on tokio's blocking pool so no worker thread waits on
+//! disk.
+
+use rusqlite::{Connection, OpenFlags};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::Semaphore;
+
+/// Reader connections kept open; readers beyond this wait for one.
+const READERS: usize = 4;
+
+pub(crate) struct SqliteDb {
+    path: PathBuf,
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    write_permit: Semaphore,
+    read_permits: Semaphore,
+}
+
+/// A failure to run a statement, with SQLite's own message for the operator.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DbError {
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the database task failed: {0}")]
+    Task(String),
+}
+
+impl SqliteDb {
+    /// Opens (creating if needed) the database at `path` and runs `init` on
+    /// the writer connection: schema creation and migrations.
+    pub(crate) fn open(
+        path: &Path,
+        init: impl FnOnce(&mut Connection) -> rusqlite::Result<()>,
+    ) -> Result<Self, DbError> {
+        let mut writer = open_connection(path)?;
+        writer.pragma_update(None, "journal_mode", "WAL")?;
+        init(&mut writer)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let reader = open_connection(path)?;
+            reader.pragma_update(None, "query_only", true)?;
+            readers.push(reader);
+        }
+        Ok(SqliteDb {
+            path: path.to_path_buf(),
+            writer: Arc::new(Mutex::new(writer)),
+            readers: Arc::new(Mutex::new(readers)),
+            write_permit: Semaphore::new(1),
+            read_permits: Semaphore::new(READERS),
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on a reader connection.
+    pub(crate) async fn read<T, E>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let _permit = self
+            .read_permits
+            .acquire()
+            .await
+            .map_err(|e| E::from(DbError::Task(e.to_string())))?;
+        let readers = self.readers.clone();
+        blocking(move || {
+            let conn = readers.lock().unwrap_or_else(PoisonError::into_inner).pop();
+            let Some(conn) = conn else {
+                return Err(E::from(DbError::Task("no reader connection free".into())));
+            };
+            let result = f(&conn);
+            readers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(conn);
+            result
+        })
+        .await
+    }
+
+    /// Runs `f` on the writer connection. Writers queue asynchronously, one
+    /// at a time, so they never meet `SQLITE_BUSY` among themselves.
+    pub(crate) async fn write<T, E>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let _permit = self
+            .write_permit
+            .acquire()
+            .await
+            .map_err(|e| E::from(DbError::Task(e.to_string())))?;
+        let writer = self.writer.clone();
+        blocking(move || {
+            let mut conn = writer.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut conn)
+        })
+        .await
+    }
+}
+
+async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<DbError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(e) => Err(E::from(DbError::Task(e.to_string()))),
+    }
+}
+
+fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // Acknowledged writes survive a crash of the process or of the machine.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}

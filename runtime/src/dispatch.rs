@@ -1,0 +1,297 @@
+//! The request path through the sandbox, in the order it happens:
+//!
+//! 1. refuse a request body whose declared length is over the limit (413);
+//! 2. build a fresh store: fuel, memory limiter, wall-clock deadline;
+//! 3. spawn the guest (instantiate, then `wasi:http/incoming-handler.handle`)
+//!    on its own task, because it may keep streaming the body after it has
+//!    sent the response head;
+//! 4. wait for the head, or for the guest to end without one;
+//! 5. check the head (declared size, header count) and hand back a streaming
+//!    body that enforces the response limit and, at its end, reports how the
+//!    guest finished.
+//!
+//! If the caller drops the future or the body (the client went away), the
+//! guest task is aborted with it.
+
+use crate::app::App;
+use crate::body::{LimitedRequestBody, ResponseBody};
+use crate::error::DispatchError;
+use crate::limits::LimitHit;
+use crate::state::RequestState;
+use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
+use http_body::Body;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+use tokio::task::JoinHandle;
+use wasmtime::component::Resource;
+use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::I32Exit;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
+use wasmtime_wasi_http::{FieldMapError, WasiHttpView};
+
+/// Most headers a guest's response may carry. Many HTTP clients refuse
+/// responses with more.
+pub const MAX_RESPONSE_HEADERS: usize = 100;
+
+/// What the router knows about a request that the guest does not see in it.
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    /// Identifies the request in logs and error bodies.
+    pub request_id: Arc<str>,
+    /// Whether the client connected over TLS.
+    pub tls: bool,
+}
+
+/// The guest ran past its wall-clock deadline while executing.
+#[derive(Debug)]
+struct DeadlineExceeded;
+
+impl std::fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("wall-clock deadline exceeded")
+    }
+}
+
+impl std::error::Error for DeadlineExceeded {}
+
+impl App {
+    /// Runs one request in a fresh instance of this app.
+    ///
+    /// The request must carry an authority (in its URI or a `Host` header).
+    /// On success the response head is the guest's and its body streams
+    /// while the guest runs; a failure after the head was returned aborts the
+    /// body stream with the error instead of ending it cleanly.
+    pub async fn handle<B>(
+        &self,
+        request: http::Request<B>,
+        ctx: RequestContext,
+    ) -> Result<http::Response<ResponseBody>, DispatchError>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+    {
+        let limits = &self.tenant.limits;
+        if declared_length(request.headers()).is_some_and(|n| n > limits.request_body_bytes) {
+            return Err(DispatchError::PayloadTooLarge);
+        }
+        let body_too_large = Arc::new(AtomicBool::new(false));
+        let request = request.map(|body| {
+            LimitedRequestBody::new(body, limits.request_body_bytes, body_too_large.clone())
+        });
+
+        let deadline = Instant::now() + std::time::Duration::from_millis(limits.wall_clock_ms);
+        let mut store = self.new_store(ctx.request_id, deadline)?;
+        let scheme = if ctx.tls { Scheme::Https } else { Scheme::Http };
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let (req, out) = {
+            let mut http = store.data_mut().http();
+            let req = http
+                .new_incoming_request(scheme, request)
+                .map_err(internal)?;
+            let out = http.new_response_outparam(sender).map_err(internal)?;
+            (req, out)
+        };
+        let mut task = GuestTask::spawn(run_guest(store, self.pre.clone(), req, out, deadline));
+
+        let head = match receiver.await {
+            Ok(Ok(head)) => Ok(head),
+            Ok(Err(code)) => Err(DispatchError::BadResponse {
+                detail: format!("the app answered with error {code:?}"),
+            }),
+            // The response slot was dropped with the store: the guest ended
+            // without setting it. Its outcome says why.
+            Err(_) => Err(match task.outcome().await {
+                Ok(()) => DispatchError::NoResponse,
+                Err(e) => e,
+            }),
+        };
+        if body_too_large.load(Ordering::Relaxed) {
+            return Err(DispatchError::PayloadTooLarge);
+        }
+        let head = head?;
+
+        if declared_length(head.headers()).is_some_and(|n| n > limits.response_body_bytes) {
+            return Err(DispatchError::ResponseTooLarge);
+        }
+        if head.headers().len() > MAX_RESPONSE_HEADERS {
+            return Err(DispatchError::BadResponse {
+                detail: format!(
+                    "the response has {} headers; at most {MAX_RESPONSE_HEADERS} are allowed",
+                    head.headers().len()
+                ),
+            });
+        }
+        let limit = limits.response_body_bytes;
+        Ok(head.map(|body| ResponseBody::guest(body, limit, task)))
+    }
+
+    fn new_store(
+        &self,
+        request_id: Arc<str>,
+        deadline: Instant,
+    ) -> Result<Store<RequestState>, DispatchError> {
+        let limits = &self.tenant.limits;
+        let state = RequestState::new(self.tenant.clone(), request_id);
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        store.set_fuel(limits.fuel).map_err(internal)?;
+        store.set_hostcall_fuel(usize::try_from(limits.hostcall_bytes).unwrap_or(usize::MAX));
+        store.set_max_component_handles(limits.resource_handles as usize);
+        // Called once per epoch tick while wasm runs: yield the worker
+        // thread so a spinning guest cannot hold it, or trap once the
+        // deadline has passed.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(wasmtime::Error::new(DeadlineExceeded))
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        Ok(store)
+    }
+}
+
+/// Instantiates the app and runs its handler under the deadline, then turns
+/// a failure into the error the client will see (and the project's log).
+async fn run_guest(
+    mut store: Store<RequestState>,
+    pre: ProxyPre<RequestState>,
+    request: Resource<HostIncomingRequest>,
+    response_out: Resource<HostResponseOutparam>,
+    deadline: Instant,
+) -> Result<(), DispatchError> {
+    // The epoch check only runs while wasm executes; this also covers a
+    // guest blocked in the host (sleeping on a pollable, for instance).
+    let run = async {
+        let proxy = pre.instantiate_async(&mut store).await?;
+        proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut store, request, response_out)
+            .await
+    };
+    let outcome = match tokio::time::timeout_at(deadline.into(), run).await {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(error)) => classify(error, store.data()),
+        Err(_) => DispatchError::Timeout,
+    };
+    let state = store.data();
+    state.log.host(match outcome.detail() {
+        Some(detail) => format!("request failed with {}: {detail}", outcome.code()),
+        None => format!("request failed with {}: {outcome}", outcome.code()),
+    });
+    Err(outcome)
+}
+
+/// Names a guest failure. Deadline and fuel come first (a guest that hit a
+/// memory limit, coped, and then spun is a timeout); then a memory or table
+/// limit the guest ran into, since the trap that follows one (an allocator
+/// aborting) is only its symptom.
+fn classify(error: wasmtime::Error, state: &RequestState) -> DispatchError {
+    if error.is::<DeadlineExceeded>() {
+        return DispatchError::Timeout;
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => return DispatchError::CpuExhausted,
+        Some(Trap::Interrupt) => return DispatchError::Timeout,
+        _ => {}
+    }
+    if error.is::<PoolConcurrencyLimitError>() {
+        return DispatchError::Capacity;
+    }
+    let limits = &state.tenant.limits;
+    match state.limiter.hit {
+        Some(LimitHit::Memory) => {
+            return DispatchError::Memory {
+                detail: format!(
+                    "memory limit of {} bytes reached: {error:#}",
+                    limits.memory_bytes
+                ),
+            };
+        }
+        Some(LimitHit::Table) => {
+            return DispatchError::Memory {
+                detail: format!(
+                    "table limit of {} elements reached: {error:#}",
+                    limits.table_elements
+                ),
+            };
+        }
+        None => {}
+    }
+    // wasmtime-wasi-http traps (rather than returning an error value) when a
+    // guest builds a header set larger than `http_field_bytes`.
+    if let Some(FieldMapError::TotalSizeTooBig) = error.downcast_ref::<FieldMapError>() {
+        return DispatchError::BadResponse {
+            detail: format!(
+                "a header set grew past the limit of {} bytes",
+                limits.http_field_bytes
+            ),
+        };
+    }
+    if let Some(exit) = error.downcast_ref::<I32Exit>() {
+        return DispatchError::Trap {
+            detail: format!("the app called exit({})", exit.0),
+        };
+    }
+    DispatchError::Trap {
+        detail: format!("{error:#}"),
+    }
+}
+
+fn internal(error: impl std::fmt::Display) -> DispatchError {
+    DispatchError::Internal {
+        detail: error.to_string(),
+    }
+}
+
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// The task a guest runs on. Aborted when dropped unless it has finished:
+/// nobody is left to read the response.
+pub(crate) struct GuestTask {
+    handle: Option<JoinHandle<Result<(), DispatchError>>>,
+}
+
+impl GuestTask {
+    fn spawn(guest: impl Future<Output = Result<(), DispatchError>> + Send + 'static) -> Self {
+        GuestTask {
+            handle: Some(tokio::spawn(guest)),
+        }
+    }
+
+    /// Polls for the guest's outcome. Once it has been returned (or the task
+    /// aborted), later polls report success: there is nothing left to report.
+    pub(crate) fn poll_outcome(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), DispatchError>> {
+        let Some(handle) = self.handle.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let joined = ready!(Pin::new(handle).poll(cx));
+        self.handle = None;
+        Poll::Ready(joined.unwrap_or_else(|e| Err(internal(format!("the guest task failed: {e}")))))
+    }
+
+    async fn outcome(&mut self) -> Result<(), DispatchError> {
+        poll_fn(|cx| self.poll_outcome(cx)).await
+    }
+
+    pub(crate) fn abort(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+        }
+    }
+}
+
+impl Drop for GuestTask {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}

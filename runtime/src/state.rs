@@ -1,0 +1,155 @@
+//! Per-deployment and per-request host state.
+//!
+//! [`TenantCtx`] is built once per (project, build) and shared read-only by
+//! all of its requests. [`RequestState`] is the `T` of each request's
+//! `Store<T>`: built fresh per request from the tenant, dropped with it.
+
+use crate::backend::kv::KvBackend;
+use crate::engine::EpochTicker;
+use crate::host::kv::KvView;
+use crate::ids::{BuildId, ProjectId};
+use crate::limits::{GuestLimiter, Limits};
+use crate::logs::{GuestOutput, LogSource, ProjectLog, RequestLog};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+/// Everything about a deployed app that its requests share.
+pub(crate) struct TenantCtx {
+    pub(crate) project: ProjectId,
+    pub(crate) build: BuildId,
+    pub(crate) limits: Limits,
+    /// The project's variables plus the reserved `SWITCHYARD_*` ones.
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) kv: Arc<dyn KvBackend>,
+    pub(crate) kv_timeout: Duration,
+    pub(crate) log: Arc<ProjectLog>,
+    pub(crate) log_request_bytes: u64,
+    /// Keeps the epoch ticking while any store of this app lives, even past
+    /// the `Runtime`: without ticks a spinning guest would never yield or
+    /// reach its deadline.
+    pub(crate) _ticker: Arc<EpochTicker>,
+}
+
+#[cfg(test)]
+impl TenantCtx {
+    /// A tenant for host-interface tests, outside any `Runtime`.
+    pub(crate) fn for_tests(project: ProjectId, limits: Limits, kv: Arc<dyn KvBackend>) -> Self {
+        let ticker = EpochTicker::start(wasmtime::Engine::default(), Duration::from_secs(1))
+            .expect("epoch thread starts");
+        TenantCtx {
+            build: BuildId::new("test").expect("valid build id"),
+            log: Arc::new(ProjectLog::new(1 << 20)),
+            project,
+            limits,
+            env: Vec::new(),
+            kv,
+            kv_timeout: Duration::from_secs(2),
+            log_request_bytes: 1 << 16,
+            _ticker: Arc::new(ticker),
+        }
+    }
+}
+
+/// The host state of one request's store.
+pub(crate) struct RequestState {
+    pub(crate) tenant: Arc<TenantCtx>,
+    pub(crate) log: Arc<RequestLog>,
+    pub(crate) limiter: GuestLimiter,
+    table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    outbound: OutboundPolicy,
+    kv_calls: u32,
+}
+
+impl RequestState {
+    pub(crate) fn new(tenant: Arc<TenantCtx>, request_id: Arc<str>) -> Self {
+        let log = RequestLog::new(tenant.log.clone(), request_id, tenant.log_request_bytes);
+        let limits = &tenant.limits;
+
+        // No preopened directories, no network: wasi:filesystem and
+        // wasi:sockets are linked (toolchains import them) but every use is
+        // refused.
+        let wasi = WasiCtxBuilder::new()
+            .envs(&tenant.env)
+            .stdout(GuestOutput::new(log.clone(), LogSource::Stdout))
+            .stderr(GuestOutput::new(log.clone(), LogSource::Stderr))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.resource_handles as usize);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(usize::try_from(limits.http_field_bytes).unwrap_or(usize::MAX));
+
+        RequestState {
+            limiter: GuestLimiter::new(limits),
+            outbound: OutboundPolicy { log: log.clone() },
+            log,
+            table,
+            wasi,
+            http,
+            kv_calls: 0,
+            tenant,
+        }
+    }
+
+    pub(crate) fn kv(&mut self) -> KvView<'_> {
+        KvView {
+            tenant: &self.tenant,
+            calls: &mut self.kv_calls,
+        }
+    }
+}
+
+impl WasiView for RequestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for RequestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}
+
+/// What a guest's outgoing HTTP requests meet: for now, a refusal with an
+/// error value (`HTTP-request-denied`) and a line in the project's log.
+struct OutboundPolicy {
+    log: Arc<RequestLog>,
+}
+
+impl WasiHttpHooks for OutboundPolicy {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _io_result: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = wasmtime_wasi_http::Result<(
+                    http::Response<WasiBody>,
+                    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                )>,
+            > + Send,
+    > {
+        let target: String = request.uri().to_string().chars().take(200).collect();
+        self.log.host(format!(
+            "outgoing request to {target} refused: outgoing HTTP is not enabled for this project"
+        ));
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}

@@ -1,0 +1,457 @@
+//! Every hostile behaviour ends in its documented code, within its bound,
+//! without harming the host or a well-behaved tenant served at the same time.
+
+use crate::common::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use switchyard_runtime::{App, DispatchError, LimitsOverride, Runtime};
+use switchyard_test_artifacts as artifacts;
+
+async fn hostile(runtime: &Runtime, project: &str, limits: LimitsOverride) -> Arc<App> {
+    deploy(
+        runtime,
+        &artifacts::read(artifacts::HOSTILE),
+        project,
+        limits,
+    )
+    .await
+}
+
+fn with_deadline(ms: u64) -> LimitsOverride {
+    LimitsOverride {
+        wall_clock_ms: Some(ms),
+        ..generous()
+    }
+}
+
+/// Asserts a timeout came no later than the deadline plus one epoch tick
+/// (plus scheduling slack), and not before the deadline.
+fn assert_timed_out(result: Result<Reply, DispatchError>, elapsed: Duration, deadline_ms: u64) {
+    let err = error(result);
+    assert!(matches!(err, DispatchError::Timeout), "{err:?}");
+    assert_eq!((err.code(), err.status().as_u16()), ("GUEST_TIMEOUT", 503));
+    let deadline = Duration::from_millis(deadline_ms);
+    assert!(elapsed >= deadline, "timed out early: {elapsed:?}");
+    assert!(
+        elapsed <= deadline + TICK + SLACK,
+        "timed out late: {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn infinite_loop_in_the_handler_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let app = hostile(&runtime, "spin", with_deadline(300)).await;
+    let (result, elapsed) = timed(get(&app, "/spin")).await;
+    assert_timed_out(result, elapsed, 300);
+}
+
+#[tokio::test]
+async fn infinite_loop_in_the_handler_runs_out_of_fuel() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let limits = LimitsOverride {
+        fuel: Some(50_000_000),
+        ..LimitsOverride::default()
+    };
+    let app = hostile(&runtime, "burn", limits).await;
+    let err = error(get(&app, "/spin").await);
+    assert!(matches!(err, DispatchError::CpuExhausted), "{err:?}");
+    assert_eq!(
+        (err.code(), err.status().as_u16()),
+        ("GUEST_CPU_EXHAUSTED", 503)
+    );
+}
+
+#[tokio::test]
+async fn infinite_loop_at_instantiation_is_bounded_by_deadline_and_fuel() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let component = artifacts::wat("start-loop", &[]);
+    let app = deploy(&runtime, &component, "start-spin", with_deadline(300)).await;
+    let (result, elapsed) = timed(get(&app, "/")).await;
+    assert_timed_out(result, elapsed, 300);
+
+    let limits = LimitsOverride {
+        fuel: Some(10_000_000),
+        ..LimitsOverride::default()
+    };
+    let app = deploy(&runtime, &component, "start-burn", limits).await;
+    assert!(matches!(
+        error(get(&app, "/").await),
+        DispatchError::CpuExhausted
+    ));
+}
+
+#[tokio::test]
+async fn a_guest_blocked_in_the_host_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let app = hostile(&runtime, "sleepy", with_deadline(300)).await;
+    let (result, elapsed) = timed(get(&app, "/sleep?ms=60000")).await;
+    assert_timed_out(result, elapsed, 300);
+}
+
+#[tokio::test]
+async fn deep_recursion_traps() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let app = hostile(&runtime, "recurse", generous()).await;
+    let err = error(get(&app, "/recurse").await);
+    assert!(matches!(err, DispatchError::Trap { .. }), "{err:?}");
+    assert_eq!((err.code(), err.status().as_u16()), ("GUEST_TRAP", 500));
+    assert!(
+        err.detail().unwrap().contains("call stack exhausted"),
+        "{:?}",
+        err.detail()
+    );
+}
+
+#[tokio::test]
+async fn memory_grow_bomb_hits_the_memory_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let limits = LimitsOverride {
+        memory_bytes: Some(32 << 20),
+        ..generous()
+    };
+    let app = hostile(&runtime, "alloc", limits).await;
+    let err = error(get(&app, "/alloc").await);
+    assert!(matches!(err, DispatchError::Memory { .. }), "{err:?}");
+    assert_eq!((err.code(), err.status().as_u16()), ("GUEST_MEMORY", 500));
+    // The default limit holds too.
+    let app = hostile(&runtime, "alloc-default", generous()).await;
+    assert!(matches!(
+        error(get(&app, "/alloc").await),
+        DispatchError::Memory { .. }
+    ));
+}
+
+#[tokio::test]
+async fn table_grow_bomb_hits_the_table_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let app = deploy(
+        &runtime,
+        &artifacts::wat("table-bomb", &[]),
+        "tables",
+        generous(),
+    )
+    .await;
+    let err = error(get(&app, "/").await);
+    assert!(matches!(err, DispatchError::Memory { .. }), "{err:?}");
+    assert!(
+        err.detail().unwrap().contains("table limit"),
+        "{:?}",
+        err.detail()
+    );
+}
+
+#[tokio::test]
+async fn memory_is_limited_across_all_of_a_components_memories() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    // 2 × 50 MiB fits in 128 MiB: both grow, then the handler returns
+    // without a response.
+    let fits = artifacts::wat("two-memories", &[("$A_PAGES", "800"), ("$B_PAGES", "800")]);
+    let app = deploy(&runtime, &fits, "two-fit", generous()).await;
+    assert!(matches!(
+        error(get(&app, "/").await),
+        DispatchError::NoResponse
+    ));
+    // 2 × 70 MiB: each memory is under 128 MiB, together they are not.
+    let over = artifacts::wat(
+        "two-memories",
+        &[("$A_PAGES", "1120"), ("$B_PAGES", "1120")],
+    );
+    let app = deploy(&runtime, &over, "two-over", generous()).await;
+    let err = error(get(&app, "/").await);
+    assert!(matches!(err, DispatchError::Memory { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn huge_response_body_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let limits = LimitsOverride {
+        response_body_bytes: Some(1 << 20),
+        ..generous()
+    };
+    let app = hostile(&runtime, "huge", limits).await;
+
+    // Announced up front: refused before any byte is sent.
+    let err = error(get(&app, "/huge-body?mb=3&declared").await);
+    assert!(matches!(err, DispatchError::ResponseTooLarge), "{err:?}");
+    assert_eq!(
+        (err.code(), err.status().as_u16()),
+        ("RESPONSE_TOO_LARGE", 502)
+    );
+
+    // Streamed: the headers went out, so the stream is aborted, not ended.
+    let reply = get(&app, "/huge-body?mb=3").await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert!(
+        matches!(reply.body, Err(DispatchError::ResponseTooLarge)),
+        "{:?}",
+        reply.body
+    );
+
+    // The default limit (5 MB) holds too.
+    let app = hostile(&runtime, "huge-default", generous()).await;
+    let reply = get(&app, "/huge-body?mb=6").await.unwrap();
+    assert!(matches!(reply.body, Err(DispatchError::ResponseTooLarge)));
+    let reply = get(&app, "/huge-body?mb=4").await.unwrap();
+    assert_eq!(reply.body.unwrap().len(), 4 << 20);
+}
+
+#[tokio::test]
+async fn a_trap_after_the_headers_aborts_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let app = hostile(&runtime, "partial", generous()).await;
+    let reply = get(&app, "/partial-then-trap").await.unwrap();
+    assert_eq!(reply.status, 200);
+    let err = reply.body.expect_err("never completed as a success");
+    assert!(matches!(err, DispatchError::Trap { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn panics_traps_and_exits_are_guest_traps() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let app = hostile(&runtime, "trap", generous()).await;
+    let err = error(get(&app, "/trap").await);
+    assert!(matches!(err, DispatchError::Trap { .. }), "{err:?}");
+    assert_eq!(err.status().as_u16(), 500);
+    // WASI 0.2's exit carries only success or failure, not the code.
+    let err = error(get(&app, "/exit").await);
+    assert!(matches!(err, DispatchError::Trap { .. }), "{err:?}");
+    assert!(
+        err.detail().unwrap().contains("called exit("),
+        "{:?}",
+        err.detail()
+    );
+}
+
+#[tokio::test]
+async fn no_response_and_bad_response() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let app = hostile(&runtime, "silent", generous()).await;
+    let err = error(get(&app, "/no-response").await);
+    assert!(matches!(err, DispatchError::NoResponse), "{err:?}");
+    assert_eq!(
+        (err.code(), err.status().as_u16()),
+        ("GUEST_NO_RESPONSE", 500)
+    );
+
+    let err = error(get(&app, "/bad-response").await);
+    assert!(matches!(err, DispatchError::BadResponse { .. }), "{err:?}");
+    assert_eq!(
+        (err.code(), err.status().as_u16()),
+        ("GUEST_BAD_RESPONSE", 502)
+    );
+}
+
+#[tokio::test]
+async fn header_bombs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    // Thousands of small headers, and one huge value: both pass the size of a
+    // header set, which ends the guest.
+    let app = hostile(&runtime, "headers", generous()).await;
+    for path in ["/header-bomb", "/big-header"] {
+        let err = error(get(&app, path).await);
+        assert!(
+            matches!(err, DispatchError::BadResponse { .. }),
+            "{path}: {err:?}"
+        );
+        assert_eq!(
+            (err.code(), err.status().as_u16()),
+            ("GUEST_BAD_RESPONSE", 502)
+        );
+        assert!(
+            err.detail().unwrap().contains("header set"),
+            "{:?}",
+            err.detail()
+        );
+    }
+    // Under a larger header-set limit, the many small headers fit but are
+    // more than a response may carry.
+    let roomy = LimitsOverride {
+        http_field_bytes: Some(4 << 20),
+        ..generous()
+    };
+    let app = hostile(&runtime, "headers-roomy", roomy).await;
+    let err = error(get(&app, "/header-bomb").await);
+    assert!(matches!(err, DispatchError::BadResponse { .. }), "{err:?}");
+    assert!(
+        err.detail().unwrap().contains("at most 100 are allowed"),
+        "{:?}",
+        err.detail()
+    );
+}
+
+#[tokio::test]
+async fn request_bodies_over_the_limit_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let limits = LimitsOverride {
+        request_body_bytes: Some(1000),
+        ..generous()
+    };
+    let app = hostile(&runtime, "upload", limits).await;
+
+    let ok = send(&app, request("POST", "/body-length", vec![b'x'; 1000]))
+        .await
+        .unwrap();
+    assert_eq!(ok.text(), "1000");
+
+    // Declared too large: refused before the guest runs.
+    let err = error(send(&app, request("POST", "/body-length", vec![b'x'; 1001])).await);
+    assert!(matches!(err, DispatchError::PayloadTooLarge), "{err:?}");
+    assert_eq!(
+        (err.code(), err.status().as_u16()),
+        ("PAYLOAD_TOO_LARGE", 413)
+    );
+
+    // Streamed without a length: the guest's read fails (it never sees a
+    // truncated body as complete) and the client gets 413.
+    let chunks = (0..4).map(|_| {
+        Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes::Bytes::from(vec![
+            b'x';
+            400
+        ])))
+    });
+    let body = http_body_util::StreamBody::new(futures::stream::iter(chunks));
+    let req = http::Request::post("http://app.localhost/body-length")
+        .body(body)
+        .unwrap();
+    let err = error(send(&app, req).await);
+    assert!(matches!(err, DispatchError::PayloadTooLarge), "{err:?}");
+}
+
+#[tokio::test]
+async fn kv_spam_is_cut_off_at_the_call_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let app = hostile(&runtime, "spam", generous()).await;
+    let (reply, elapsed) = timed(get(&app, "/kv-spam")).await;
+    eprintln!("1000 kv writes and 1000 refused calls took {elapsed:?}");
+    let json = reply.unwrap().json();
+    assert_eq!(
+        json,
+        serde_json::json!({"ok": 1000, "firstError": "LimitExceeded"})
+    );
+}
+
+#[tokio::test]
+async fn files_sockets_dns_and_outgoing_http_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let app = hostile(&runtime, "escape", generous()).await;
+    let json = get(&app, "/escape").await.unwrap().json();
+    for attempt in ["file", "dir", "write", "socket", "udp", "dns", "http"] {
+        let outcome = json[attempt].as_str().unwrap();
+        assert!(outcome.starts_with("error:"), "{attempt}: {outcome}");
+    }
+    assert!(
+        json["http"].as_str().unwrap().contains("HttpRequestDenied"),
+        "{json}"
+    );
+    let log = runtime.logs(app.project()).unwrap().read(0, 100);
+    assert!(
+        log.iter().any(|r| r
+            .message
+            .contains("outgoing request to https://example.com/ refused")),
+        "{log:?}"
+    );
+}
+
+/// Every hostile behaviour, started alongside a well-behaved tenant on a
+/// tokio runtime with one worker thread: the canary keeps succeeding.
+#[test]
+fn a_canary_tenant_is_served_while_hostile_guests_run() {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = runtime(dir.path());
+        let canary = deploy(
+            &runtime,
+            &artifacts::read(artifacts::HELLO),
+            "canary",
+            LimitsOverride::default(),
+        )
+        .await;
+        // Spinners get a short deadline; the rest the default, since on one
+        // worker thread they share it with the spinners.
+        let spin_limits = LimitsOverride {
+            wall_clock_ms: Some(1500),
+            memory_bytes: Some(32 << 20),
+            ..generous()
+        };
+        let spinning = hostile(&runtime, "hostile-spin", spin_limits.clone()).await;
+        let working = hostile(&runtime, "hostile-work", generous()).await;
+        let start_loop = deploy(
+            &runtime,
+            &artifacts::wat("start-loop", &[]),
+            "start-loop",
+            spin_limits,
+        )
+        .await;
+
+        // Each behaviour with the outcome it must have: a code, or a status.
+        let expected = [
+            (&spinning, "/spin", "GUEST_TIMEOUT"),
+            (&spinning, "/spin", "GUEST_TIMEOUT"),
+            (&spinning, "/recurse", "GUEST_TRAP"),
+            (&spinning, "/alloc", "GUEST_MEMORY"),
+            (&spinning, "/sleep?ms=60000", "GUEST_TIMEOUT"),
+            (&spinning, "/trap", "GUEST_TRAP"),
+            (&spinning, "/no-response", "GUEST_NO_RESPONSE"),
+            (&spinning, "/header-bomb", "GUEST_BAD_RESPONSE"),
+            (&working, "/log-flood?kb=4096", "200"),
+            (&working, "/kv-spam", "200"),
+            (&working, "/escape", "200"),
+            (&working, "/huge-body?mb=20", "RESPONSE_TOO_LARGE"),
+        ];
+        let hostile_requests = expected.map(|(app, path, _)| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                match get(&app, path).await {
+                    Ok(Reply { body: Err(e), .. }) | Err(e) => e.code().to_string(),
+                    Ok(reply) => reply.status.to_string(),
+                }
+            })
+        });
+        let start_loop_request =
+            tokio::spawn(async move { get(&start_loop, "/").await.map(|r| r.status) });
+
+        let served = Arc::new(AtomicUsize::new(0));
+        let (_, elapsed) = timed(async {
+            // Keep the canary busy for as long as the hostile guests run.
+            while hostile_requests.iter().any(|h| !h.is_finished()) {
+                let reply = get(&canary, "/").await.expect("the canary is served");
+                assert_eq!(reply.text(), "Hello from Switchyard!\n");
+                served.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+        .await;
+        for (handle, (_, path, outcome)) in hostile_requests.into_iter().zip(expected) {
+            assert_eq!(handle.await.expect("no host panic"), outcome, "{path}");
+        }
+        assert!(matches!(
+            start_loop_request.await.unwrap(),
+            Err(DispatchError::Timeout)
+        ));
+        let served = served.load(Ordering::Relaxed);
+        assert!(served >= 20, "only {served} canary requests in {elapsed:?}");
+        eprintln!("canary: {served} requests served in {elapsed:?} beside the hostile guests");
+    });
+}

@@ -1,0 +1,256 @@
+//! Test fixture: a guest that misbehaves in every way the sandbox must
+//! contain. Each route is one behaviour; the runtime's tests state the
+//! outcome each must produce.
+//!
+//! | route | behaviour |
+//! |---|---|
+//! | `/ok` | answers `ok` (a control) |
+//! | `/spin` | loops forever in the handler |
+//! | `/recurse` | recurses until the wasm stack overflows |
+//! | `/alloc` | allocates 1 MiB blocks until memory runs out |
+//! | `/huge-body?mb=N[&declared]` | streams N MiB (with `declared`, announces it in `content-length` first) |
+//! | `/partial-then-trap` | sends headers and some body, then panics |
+//! | `/trap` | panics before responding |
+//! | `/no-response` | returns without setting a response |
+//! | `/bad-response` | sets the response slot to an error |
+//! | `/header-bomb` | adds thousands of headers, ignoring errors, and responds |
+//! | `/big-header` | adds one 200 KB header value and reports what happened |
+//! | `/log-flood?kb=N` | prints N KiB to stdout, then answers |
+//! | `/kv-spam` | calls kv `set` 2000 times; reports successes and the first error |
+//! | `/kv?op=get\|set\|list&key=K&value=V` | raw kv access with any key |
+//! | `/escape` | tries a file, a socket, a DNS lookup and an outgoing request |
+//! | `/env` | returns its environment as JSON |
+//! | `/sleep?ms=N` | blocks in the host (a monotonic-clock wait) for N ms |
+//! | `/body-length` | reads the request body and returns its length |
+//! | `/exit` | calls `exit(3)` |
+
+use std::hint::black_box;
+use switchyard_sdk::wasi::http::types::{
+    ErrorCode, Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
+use switchyard_sdk::{Request, Response, kv};
+
+fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
+    let path_and_query = incoming.path_with_query().unwrap_or_default();
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query.as_str(), ""));
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    match path {
+        // Routes that take over the response slot themselves.
+        "/huge-body" => huge_body(out, param("mb").unwrap_or(10), query.contains("declared")),
+        "/partial-then-trap" => partial_then_trap(out),
+        "/no-response" => {}
+        "/bad-response" => ResponseOutparam::set(out, Err(ErrorCode::InternalError(None))),
+        "/header-bomb" => header_bomb(out),
+        // Everything else reads the request and answers with the SDK.
+        _ => {
+            let response = match Request::read(incoming) {
+                Ok(req) => route(&req, path),
+                Err(e) => Response::text(format!("{e}\n")).with_status(400),
+            };
+            response.send(out);
+        }
+    }
+}
+
+fn route(req: &Request, path: &str) -> Response {
+    match path {
+        "/ok" => Response::text("ok"),
+        "/spin" => loop {
+            black_box(());
+        },
+        "/recurse" => Response::text(format!("{}", recurse(black_box(u64::MAX)))),
+        "/alloc" => {
+            let mut hoard = Vec::new();
+            loop {
+                hoard.push(black_box(vec![1u8; 1 << 20]));
+            }
+        }
+        "/trap" => panic!("the hostile guest panics on purpose"),
+        "/big-header" => big_header(),
+        "/log-flood" => {
+            let kb = req
+                .query_param("kb")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1024);
+            let line = "x".repeat(1023);
+            for _ in 0..kb {
+                println!("{line}");
+            }
+            Response::text("flooded")
+        }
+        "/kv-spam" => kv_spam(),
+        "/kv" => raw_kv(req),
+        "/escape" => escape(),
+        "/env" => Response::json(&std::env::vars().collect::<std::collections::BTreeMap<_, _>>()),
+        "/sleep" => {
+            let ms = req
+                .query_param("ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(60_000);
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            Response::text("slept")
+        }
+        "/body-length" => Response::text(req.body().len().to_string()),
+        "/exit" => std::process::exit(3),
+        _ => Response::text("no such behaviour\n").with_status(404),
+    }
+}
+
+#[inline(never)]
+fn recurse(n: u64) -> u64 {
+    if n == 0 {
+        0
+    } else {
+        black_box(recurse(black_box(n - 1))) + 1
+    }
+}
+
+fn respond(out: ResponseOutparam, headers: Fields) -> OutgoingBody {
+    let response = OutgoingResponse::new(headers);
+    let body = response.body().expect("body taken once");
+    ResponseOutparam::set(out, Ok(response));
+    body
+}
+
+fn huge_body(out: ResponseOutparam, mb: u64, declared: bool) {
+    let headers = Fields::new();
+    if declared {
+        let length = (mb << 20).to_string();
+        headers
+            .append("content-length", length.as_bytes())
+            .expect("valid header");
+    }
+    let body = respond(out, headers);
+    let stream = body.write().expect("stream taken once");
+    let chunk = vec![b'x'; 64 * 1024];
+    for _ in 0..mb * 16 {
+        let mut rest = chunk.as_slice();
+        while !rest.is_empty() {
+            let Ok(permit) = stream.check_write() else {
+                return;
+            };
+            if permit == 0 {
+                stream.subscribe().block();
+                continue;
+            }
+            let n = (permit as usize).min(rest.len());
+            if stream.write(&rest[..n]).is_err() {
+                return;
+            }
+            rest = &rest[n..];
+        }
+    }
+    drop(stream);
+    let _ = OutgoingBody::finish(body, None);
+}
+
+fn partial_then_trap(out: ResponseOutparam) {
+    let body = respond(out, Fields::new());
+    let stream = body.write().expect("stream taken once");
+    stream
+        .blocking_write_and_flush(b"this response will never be complete")
+        .expect("client connected");
+    panic!("the hostile guest panics after sending headers");
+}
+
+fn header_bomb(out: ResponseOutparam) {
+    let headers = Fields::new();
+    for i in 0..10_000 {
+        let _ = headers.append(&format!("x-bomb-{i}"), b"1");
+    }
+    let body = respond(out, headers);
+    let _ = OutgoingBody::finish(body, None);
+}
+
+fn big_header() -> Response {
+    let headers = Fields::new();
+    let outcome = match headers.append("x-big", &vec![b'a'; 200_000]) {
+        Ok(()) => "accepted".to_string(),
+        Err(e) => format!("refused: {e:?}"),
+    };
+    Response::text(outcome)
+}
+
+fn kv_spam() -> Response {
+    let mut ok = 0u32;
+    let mut first_error = None;
+    for i in 0..2000 {
+        match kv::set(&format!("spam:{i}"), "v") {
+            Ok(()) => ok += 1,
+            Err(e) => {
+                first_error.get_or_insert(format!("{e:?}"));
+            }
+        }
+    }
+    Response::json(&serde_json::json!({ "ok": ok, "firstError": first_error }))
+}
+
+fn raw_kv(req: &Request) -> Response {
+    let key = req.query_param("key").unwrap_or_default();
+    let result = match req.query_param("op").as_deref() {
+        Some("get") => kv::get(&key)
+            .map(|v| serde_json::json!(v.map(|v| String::from_utf8_lossy(&v).into_owned()))),
+        Some("set") => kv::set(&key, req.query_param("value").unwrap_or_default())
+            .map(|()| serde_json::json!("set")),
+        Some("list") => kv::list_page(&key, None, 1000).map(|page| serde_json::json!(page.keys)),
+        _ => return Response::text("op must be get, set or list\n").with_status(400),
+    };
+    match result {
+        Ok(value) => Response::json(&value),
+        Err(e) => Response::json(&serde_json::json!({ "error": format!("{e:?}") })),
+    }
+}
+
+fn escape() -> Response {
+    fn outcome<T, E: std::fmt::Debug>(result: Result<T, E>) -> String {
+        match result {
+            Ok(_) => "allowed".into(),
+            Err(e) => format!("error: {e:?}"),
+        }
+    }
+    let file = outcome(std::fs::read_to_string("/etc/passwd"));
+    let dir = outcome(std::fs::read_dir("/"));
+    let write = outcome(std::fs::write("/tmp/escaped", b"x"));
+    let socket = outcome(std::net::TcpStream::connect("127.0.0.1:22"));
+    let udp = outcome(std::net::UdpSocket::bind("0.0.0.0:0"));
+    let dns = outcome(std::net::ToSocketAddrs::to_socket_addrs("example.com:80"));
+    Response::json(&serde_json::json!({
+        "file": file,
+        "dir": dir,
+        "write": write,
+        "socket": socket,
+        "udp": udp,
+        "dns": dns,
+        "http": outgoing_http(),
+    }))
+}
+
+fn outgoing_http() -> String {
+    use switchyard_sdk::wasi::http::outgoing_handler;
+    use switchyard_sdk::wasi::http::types::{OutgoingRequest, Scheme};
+
+    let request = OutgoingRequest::new(Fields::new());
+    let _ = request.set_scheme(Some(&Scheme::Https));
+    let _ = request.set_authority(Some("example.com"));
+    let _ = request.set_path_with_query(Some("/"));
+    match outgoing_handler::handle(request, None) {
+        Err(e) => format!("error: {e:?}"),
+        Ok(future) => {
+            future.subscribe().block();
+            match future.get() {
+                Some(Ok(Ok(_))) => "allowed".into(),
+                Some(Ok(Err(e))) => format!("error: {e:?}"),
+                other => format!("error: {other:?}"),
+            }
+        }
+    }
+}
+
+switchyard_sdk::export!(raw handle);

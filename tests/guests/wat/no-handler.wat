@@ -1,0 +1,3 @@
+;; A component that imports nothing and exports no HTTP handler. Expected:
+;; refused at compile, COMPONENT_NO_HANDLER.
+(component)
