@@ -73,34 +73,46 @@ impl ArtifactCache {
         self.path(id).is_file()
     }
 
-    /// Compiles tenant-supplied `bytes` (already checked to be a component)
-    /// and stores the artifact under `id`. Blocking: run it off the async
-    /// workers.
+    /// Compiles tenant-supplied `bytes` (already checked to be a component),
+    /// stores the artifact under `id` and returns the compiled component.
+    /// Compiling through `Component::new` also checks the component against
+    /// the pooling allocator's limits (memories, instances, sizes), so a
+    /// component the pool could never run is refused here, as the tenant's
+    /// error, and no artifact is written for it. Blocking: run it off the
+    /// async workers.
     pub(crate) fn compile(
         &self,
         engine: &Engine,
         id: &ComponentId,
         bytes: &[u8],
-    ) -> Result<(), LoadError> {
-        let artifact = engine
-            .precompile_component(bytes)
-            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+    ) -> Result<Component, LoadError> {
+        let component =
+            Component::new(engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         self.compiled.fetch_add(1, Ordering::Relaxed);
+        let artifact = component
+            .serialize()
+            .map_err(|e| LoadError::Internal(format!("cannot serialize component {id}: {e:#}")))?;
         self.write(id, &artifact)?;
-        Ok(())
+        Ok(component)
     }
 
     fn write(&self, id: &ComponentId, artifact: &[u8]) -> std::io::Result<()> {
         let path = self.path(id);
         let unique = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let tmp = path.with_extension(format!("{}-{unique}.tmp", std::process::id()));
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(artifact)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, &path)?;
-        // Make the rename itself durable.
-        fs::File::open(&self.dir)?.sync_all()
+        let written = (|| {
+            let mut file = fs::File::create(&tmp)?;
+            file.write_all(artifact)?;
+            file.sync_all()?;
+            drop(file);
+            fs::rename(&tmp, &path)?;
+            // Make the rename itself durable.
+            fs::File::open(&self.dir)?.sync_all()
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written
     }
 
     /// Loads the artifact for `id`, if this node has compiled it.
@@ -114,13 +126,26 @@ impl ArtifactCache {
             return Ok(None);
         }
         // SAFETY: `path` is inside this cache's directory and only ever
-        // written by `write` above, from `Engine::precompile_component`'s
-        // output, atomically; the directory belongs to the operator, not to
-        // tenants. wasmtime checks that the artifact matches this engine.
-        let component = unsafe { Component::deserialize_file(engine, &path) }
-            .map_err(|e| LoadError::Internal(format!("artifact {id} is unusable: {e:#}")))?;
+        // written by `write` above, from `Component::serialize`'s output,
+        // atomically; the directory belongs to the operator, not to tenants.
+        // wasmtime checks that the artifact matches this engine.
+        let component = unsafe { Component::deserialize_file(engine, &path) }.map_err(|e| {
+            // The detail names host paths: the operator's log only.
+            tracing::error!(artifact = %path.display(), error = %format!("{e:#}"), "cannot load artifact");
+            LoadError::Internal(format!("the compiled artifact for component {id} is unusable"))
+        })?;
         self.deserialized.fetch_add(1, Ordering::Relaxed);
         Ok(Some(component))
+    }
+
+    /// Like [`Self::load`], but a missing artifact is an error.
+    pub(crate) fn load_existing(
+        &self,
+        engine: &Engine,
+        id: &ComponentId,
+    ) -> Result<Component, LoadError> {
+        self.load(engine, id)?
+            .ok_or_else(|| LoadError::ArtifactMissing(id.clone()))
     }
 
     pub(crate) fn stats(&self) -> (u64, u64) {

@@ -10,6 +10,7 @@
 
 use crate::dispatch::GuestTask;
 use crate::error::DispatchError;
+use crate::logs::RequestLog;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
@@ -100,6 +101,7 @@ struct GuestBody {
     limit: u64,
     task: GuestTask,
     phase: Phase,
+    log: Arc<RequestLog>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -117,13 +119,19 @@ impl ResponseBody {
         ResponseBody(Inner::Full(Some(bytes)))
     }
 
-    pub(crate) fn guest(body: HyperOutgoingBody, limit: u64, task: GuestTask) -> Self {
+    pub(crate) fn guest(
+        body: HyperOutgoingBody,
+        limit: u64,
+        task: GuestTask,
+        log: Arc<RequestLog>,
+    ) -> Self {
         ResponseBody(Inner::Guest(GuestBody {
             body,
             sent: 0,
             limit,
             task,
             phase: Phase::Streaming,
+            log,
         }))
     }
 }
@@ -192,6 +200,9 @@ impl GuestBody {
                 Phase::AwaitingOutcome => {
                     let outcome = ready!(self.task.poll_outcome(cx));
                     self.phase = Phase::Done;
+                    if let Err(e) = &outcome {
+                        self.log.failure(e);
+                    }
                     return Poll::Ready(outcome.err().map(Err));
                 }
                 Phase::Done => return Poll::Ready(None),
@@ -202,6 +213,7 @@ impl GuestBody {
     fn abort(&mut self, error: DispatchError) -> Poll<Option<Result<Frame<Bytes>, DispatchError>>> {
         self.task.abort();
         self.phase = Phase::Done;
+        self.log.failure(&error);
         Poll::Ready(Some(Err(error)))
     }
 }

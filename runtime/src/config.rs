@@ -117,7 +117,8 @@ impl Default for PoolConfig {
     }
 }
 
-/// Where guest output goes: each project has one bounded in-memory buffer.
+/// Where guest output goes: each project has one bounded in-memory buffer,
+/// and all of them together fit a global budget.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
@@ -125,19 +126,20 @@ pub struct LogConfig {
     /// the rest is dropped after a truncation marker. Default 64 KiB.
     pub per_request_bytes: u64,
     /// Output kept per project, in bytes; the oldest records go first.
-    /// Default 1 MiB.
+    /// Default 256 KiB.
     pub per_project_bytes: u64,
-    /// Projects whose logs are kept; the least recently written go first.
-    /// Default 10 000.
-    pub max_projects: u64,
+    /// Memory for all projects' logs together, in bytes: room for
+    /// `total_bytes / per_project_bytes` projects, after which the logs of
+    /// rarely used projects are dropped. Default 256 MiB.
+    pub total_bytes: u64,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             per_request_bytes: 64 * 1024,
-            per_project_bytes: 1024 * 1024,
-            max_projects: 10_000,
+            per_project_bytes: 256 * 1024,
+            total_bytes: 256 * 1024 * 1024,
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::app::App;
 use crate::body::{LimitedRequestBody, ResponseBody};
 use crate::error::DispatchError;
 use crate::limits::LimitHit;
+use crate::logs::RequestLog;
 use crate::state::RequestState;
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
@@ -27,6 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 use wasmtime::component::Resource;
 use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
@@ -67,11 +69,41 @@ impl App {
     /// The request must carry an authority (in its URI or a `Host` header).
     /// On success the response head is the guest's and its body streams
     /// while the guest runs; a failure after the head was returned aborts the
-    /// body stream with the error instead of ending it cleanly.
+    /// body stream with the error instead of ending it cleanly. Every failure
+    /// except `CAPACITY` is explained in the project's log.
     pub async fn handle<B>(
         &self,
         request: http::Request<B>,
         ctx: RequestContext,
+    ) -> Result<http::Response<ResponseBody>, DispatchError>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+    {
+        // Refused before anything is spent on the request, and not logged:
+        // logging every refusal would let an overload flush the log.
+        let slot = self
+            .tenant
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| DispatchError::Capacity)?;
+        let log = self
+            .tenant
+            .logs
+            .request(&self.tenant.project, ctx.request_id);
+        let result = self.dispatch(request, ctx.tls, &log, slot).await;
+        if let Err(e) = &result {
+            log.failure(e);
+        }
+        result
+    }
+
+    async fn dispatch<B>(
+        &self,
+        request: http::Request<B>,
+        tls: bool,
+        log: &Arc<RequestLog>,
+        slot: OwnedSemaphorePermit,
     ) -> Result<http::Response<ResponseBody>, DispatchError>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
@@ -86,14 +118,16 @@ impl App {
         });
 
         let deadline = Instant::now() + std::time::Duration::from_millis(limits.wall_clock_ms);
-        let mut store = self.new_store(ctx.request_id, deadline)?;
-        let scheme = if ctx.tls { Scheme::Https } else { Scheme::Http };
+        let mut store = self.new_store(log, slot, deadline)?;
+        let scheme = if tls { Scheme::Https } else { Scheme::Http };
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let (req, out) = {
             let mut http = store.data_mut().http();
-            let req = http
-                .new_incoming_request(scheme, request)
-                .map_err(internal)?;
+            let req = http.new_incoming_request(scheme, request).map_err(|e| {
+                DispatchError::BadRequest {
+                    detail: format!("{e:#}"),
+                }
+            })?;
             let out = http.new_response_outparam(sender).map_err(internal)?;
             (req, out)
         };
@@ -128,16 +162,18 @@ impl App {
             });
         }
         let limit = limits.response_body_bytes;
-        Ok(head.map(|body| ResponseBody::guest(body, limit, task)))
+        let log = log.clone();
+        Ok(head.map(|body| ResponseBody::guest(body, limit, task, log)))
     }
 
     fn new_store(
         &self,
-        request_id: Arc<str>,
+        log: &Arc<RequestLog>,
+        slot: OwnedSemaphorePermit,
         deadline: Instant,
     ) -> Result<Store<RequestState>, DispatchError> {
         let limits = &self.tenant.limits;
-        let state = RequestState::new(self.tenant.clone(), request_id);
+        let state = RequestState::new(self.tenant.clone(), log, slot);
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
         store.set_fuel(limits.fuel).map_err(internal)?;
@@ -159,7 +195,7 @@ impl App {
 }
 
 /// Instantiates the app and runs its handler under the deadline, then turns
-/// a failure into the error the client will see (and the project's log).
+/// a failure into the error the client will see.
 async fn run_guest(
     mut store: Store<RequestState>,
     pre: ProxyPre<RequestState>,
@@ -176,23 +212,18 @@ async fn run_guest(
             .call_handle(&mut store, request, response_out)
             .await
     };
-    let outcome = match tokio::time::timeout_at(deadline.into(), run).await {
-        Ok(Ok(())) => return Ok(()),
-        Ok(Err(error)) => classify(error, store.data()),
-        Err(_) => DispatchError::Timeout,
-    };
-    let state = store.data();
-    state.log.host(match outcome.detail() {
-        Some(detail) => format!("request failed with {}: {detail}", outcome.code()),
-        None => format!("request failed with {}: {outcome}", outcome.code()),
-    });
-    Err(outcome)
+    match tokio::time::timeout_at(deadline.into(), run).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(classify(error, store.data())),
+        Err(_) => Err(DispatchError::Timeout),
+    }
 }
 
 /// Names a guest failure. Deadline and fuel come first (a guest that hit a
-/// memory limit, coped, and then spun is a timeout); then a memory or table
-/// limit the guest ran into, since the trap that follows one (an allocator
-/// aborting) is only its symptom.
+/// memory limit, coped, and then spun is a timeout), then causes that name
+/// themselves (pool exhaustion, an oversized header set, `exit`), then a
+/// memory or table limit the guest ran into, since the trap that follows one
+/// (an allocator aborting) is only its symptom.
 fn classify(error: wasmtime::Error, state: &RequestState) -> DispatchError {
     if error.is::<DeadlineExceeded>() {
         return DispatchError::Timeout;
@@ -206,25 +237,6 @@ fn classify(error: wasmtime::Error, state: &RequestState) -> DispatchError {
         return DispatchError::Capacity;
     }
     let limits = &state.tenant.limits;
-    match state.limiter.hit {
-        Some(LimitHit::Memory) => {
-            return DispatchError::Memory {
-                detail: format!(
-                    "memory limit of {} bytes reached: {error:#}",
-                    limits.memory_bytes
-                ),
-            };
-        }
-        Some(LimitHit::Table) => {
-            return DispatchError::Memory {
-                detail: format!(
-                    "table limit of {} elements reached: {error:#}",
-                    limits.table_elements
-                ),
-            };
-        }
-        None => {}
-    }
     // wasmtime-wasi-http traps (rather than returning an error value) when a
     // guest builds a header set larger than `http_field_bytes`.
     if let Some(FieldMapError::TotalSizeTooBig) = error.downcast_ref::<FieldMapError>() {
@@ -240,8 +252,22 @@ fn classify(error: wasmtime::Error, state: &RequestState) -> DispatchError {
             detail: format!("the app called exit({})", exit.0),
         };
     }
-    DispatchError::Trap {
-        detail: format!("{error:#}"),
+    match state.limiter.hit {
+        Some(LimitHit::Memory) => DispatchError::Memory {
+            detail: format!(
+                "memory limit of {} bytes reached: {error:#}",
+                limits.memory_bytes
+            ),
+        },
+        Some(LimitHit::Table) => DispatchError::Memory {
+            detail: format!(
+                "table limit of {} elements reached: {error:#}",
+                limits.table_elements
+            ),
+        },
+        None => DispatchError::Trap {
+            detail: format!("{error:#}"),
+        },
     }
 }
 

@@ -47,9 +47,17 @@ pub enum DispatchError {
     /// The request body is larger than the project's request body limit.
     #[error("the request body is too large")]
     PayloadTooLarge,
-    /// Every instance slot on this node is busy.
+    /// Every instance slot on this node, or every slot the app may use, is
+    /// busy.
     #[error("the server is at capacity; try again shortly")]
     Capacity,
+    /// The request cannot be given to a guest (no authority, a Host header
+    /// that is not text).
+    #[error("the request is malformed")]
+    BadRequest {
+        /// What was wrong, for the log.
+        detail: String,
+    },
     /// The host failed; not the guest's fault.
     #[error("internal error")]
     Internal {
@@ -71,6 +79,7 @@ impl DispatchError {
             DispatchError::ResponseTooLarge => "RESPONSE_TOO_LARGE",
             DispatchError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             DispatchError::Capacity => "CAPACITY",
+            DispatchError::BadRequest { .. } => "BAD_REQUEST",
             DispatchError::Internal { .. } => "INTERNAL",
         }
     }
@@ -89,6 +98,7 @@ impl DispatchError {
                 StatusCode::BAD_GATEWAY
             }
             DispatchError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            DispatchError::BadRequest { .. } => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -98,6 +108,7 @@ impl DispatchError {
             DispatchError::Memory { detail }
             | DispatchError::Trap { detail }
             | DispatchError::BadResponse { detail }
+            | DispatchError::BadRequest { detail }
             | DispatchError::Internal { detail } => Some(detail),
             _ => None,
         }
@@ -302,6 +313,13 @@ mod tests {
             (DispatchError::ResponseTooLarge, "RESPONSE_TOO_LARGE", 502),
             (DispatchError::PayloadTooLarge, "PAYLOAD_TOO_LARGE", 413),
             (DispatchError::Capacity, "CAPACITY", 503),
+            (
+                DispatchError::BadRequest {
+                    detail: String::new(),
+                },
+                "BAD_REQUEST",
+                400,
+            ),
         ];
         for (err, code, status) in cases {
             assert_eq!(err.code(), code);

@@ -65,10 +65,26 @@ macro_rules! limits {
                         });
                     }
                 )*
-                Ok(())
+                self.validate_relations()
             }
         }
     };
+}
+
+impl Limits {
+    /// Checks limits that depend on each other.
+    fn validate_relations(&self) -> Result<(), LimitsError> {
+        let largest_kv_call = u64::from(self.kv_key_bytes) + 2 * self.kv_value_bytes;
+        if self.hostcall_bytes < largest_kv_call {
+            return Err(LimitsError {
+                field: "hostcall_bytes",
+                value: self.hostcall_bytes,
+                min: largest_kv_call,
+                max: 1024 * MIB,
+            });
+        }
+        Ok(())
+    }
 }
 
 const KIB: u64 = 1024;
@@ -90,12 +106,21 @@ limits! {
     memory_bytes: u64 = 128 * MIB, range 64 * KIB => |p: &PoolConfig| p.max_memory_bytes;
     /// Table elements one request may use, across all tables. Default 100 000.
     table_elements: u64 = 100_000, range 1 => |p: &PoolConfig| p.table_elements;
+    /// Requests of one deployed build that may run at once; beyond it a
+    /// request is refused with `CAPACITY` instead of taking another pool
+    /// slot, so one tenant cannot occupy the whole node. Default 100.
+    concurrency: u32 = 100, range 1 => fixed(100_000);
     /// Core module instances one request may create. Default 64.
     instances: u32 = 64, range 1 => |p: &PoolConfig| u64::from(p.max_core_instances_per_component);
     /// Host resources (streams, requests, header sets, …) a request may hold
-    /// at once. Default 10 000.
-    resource_handles: u32 = 10_000, range 16 => fixed(1_000_000);
-    /// Bytes a guest may hand the host in one call. Default 8 MiB.
+    /// at once. Each can hold host memory (a buffered body chunk, a header
+    /// set), so this also bounds what a request costs the host beyond its
+    /// linear memory: roughly `resource_handles × http_field_bytes`.
+    /// Default 1024.
+    resource_handles: u32 = 1024, range 16 => fixed(1_000_000);
+    /// Bytes a guest may hand the host in one call. Must cover the largest kv
+    /// call (`kv_key_bytes + 2 × kv_value_bytes`, for compare-and-swap), so
+    /// kv calls fail with error values, never traps. Default 8 MiB.
     hostcall_bytes: u64 = 8 * MIB, range KIB => fixed(1024 * MIB);
     /// In-memory size of one header (or trailer) set a guest builds, in
     /// bytes. Default 64 KiB.
@@ -140,14 +165,15 @@ pub(crate) enum LimitHit {
 /// The store's [`ResourceLimiter`]: counts memory across all of an instance's
 /// memories (the pooling allocator only caps each memory on its own) and
 /// table elements across all tables.
+///
+/// Budget is only ever taken, never given back: a growth that fails after
+/// being granted here stays counted, which errs on the side of refusing.
 pub(crate) struct GuestLimiter {
     memory_limit: usize,
     memory_used: usize,
     table_limit: usize,
     tables_used: usize,
     instances: usize,
-    last_memory_grant: usize,
-    last_table_grant: usize,
     pub(crate) hit: Option<LimitHit>,
 }
 
@@ -159,17 +185,28 @@ impl GuestLimiter {
             table_limit: usize::try_from(limits.table_elements).unwrap_or(usize::MAX),
             tables_used: 0,
             instances: limits.instances as usize,
-            last_memory_grant: 0,
-            last_table_grant: 0,
             hit: None,
         }
     }
 
-    fn grant(used: &mut usize, limit: usize, current: usize, desired: usize) -> Option<usize> {
+    /// Takes `desired - current` from the budget if it fits and the growth
+    /// stays within the memory's or table's own `maximum`.
+    fn grant(
+        used: &mut usize,
+        limit: usize,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> bool {
+        let within_maximum = maximum.is_none_or(|max| desired <= max);
         let grow = desired.saturating_sub(current);
-        let total = used.checked_add(grow).filter(|total| *total <= limit)?;
-        *used = total;
-        Some(grow)
+        match used.checked_add(grow).filter(|total| *total <= limit) {
+            Some(total) if within_maximum => {
+                *used = total;
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -178,25 +215,22 @@ impl ResourceLimiter for GuestLimiter {
         &mut self,
         current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        match Self::grant(&mut self.memory_used, self.memory_limit, current, desired) {
-            Some(grow) => {
-                self.last_memory_grant = grow;
-                Ok(true)
-            }
-            None => {
-                self.hit = Some(LimitHit::Memory);
-                Ok(false)
-            }
+        let granted = Self::grant(
+            &mut self.memory_used,
+            self.memory_limit,
+            current,
+            desired,
+            maximum,
+        );
+        if !granted {
+            self.hit = Some(LimitHit::Memory);
         }
+        Ok(granted)
     }
 
     fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
-        // Granted here but refused further down (the pool's per-memory cap):
-        // give the budget back, and remember the guest hit a memory limit.
-        self.memory_used -= self.last_memory_grant;
-        self.last_memory_grant = 0;
         self.hit = Some(LimitHit::Memory);
         Ok(())
     }
@@ -205,23 +239,22 @@ impl ResourceLimiter for GuestLimiter {
         &mut self,
         current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        match Self::grant(&mut self.tables_used, self.table_limit, current, desired) {
-            Some(grow) => {
-                self.last_table_grant = grow;
-                Ok(true)
-            }
-            None => {
-                self.hit = Some(LimitHit::Table);
-                Ok(false)
-            }
+        let granted = Self::grant(
+            &mut self.tables_used,
+            self.table_limit,
+            current,
+            desired,
+            maximum,
+        );
+        if !granted {
+            self.hit = Some(LimitHit::Table);
         }
+        Ok(granted)
     }
 
     fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.tables_used -= self.last_table_grant;
-        self.last_table_grant = 0;
         self.hit = Some(LimitHit::Table);
         Ok(())
     }
@@ -293,16 +326,31 @@ mod tests {
     }
 
     #[test]
-    fn failed_growth_returns_its_budget() {
+    fn growth_past_the_memorys_own_maximum_is_refused_without_cost() {
         let mut limiter = GuestLimiter::new(&Limits {
             memory_bytes: 100,
             ..Limits::default()
         });
-        assert!(limiter.memory_growing(0, 80, None).unwrap());
+        assert!(!limiter.memory_growing(0, 80, Some(60)).unwrap());
+        assert_eq!(limiter.hit, Some(LimitHit::Memory));
+        assert!(limiter.memory_growing(0, 60, Some(60)).unwrap());
+        // A failure after a grant keeps the budget taken (fail closed).
         limiter
-            .memory_grow_failed(wasmtime::format_err!("pool cap"))
+            .memory_grow_failed(wasmtime::format_err!("os refused"))
             .unwrap();
-        assert!(limiter.memory_growing(0, 90, None).unwrap());
+        assert!(!limiter.memory_growing(0, 50, None).unwrap());
+    }
+
+    #[test]
+    fn hostcall_bytes_must_cover_the_largest_kv_call() {
+        let pool = PoolConfig::default();
+        let limits = Limits {
+            kv_value_bytes: 8 * MIB,
+            ..Limits::default()
+        };
+        let err = limits.validate(&pool).unwrap_err();
+        assert_eq!(err.field, "hostcall_bytes");
+        assert_eq!(err.min, 512 + 16 * MIB);
     }
 
     #[test]

@@ -118,7 +118,10 @@ impl ProjectLog {
     }
 }
 
-/// Every project's log, least recently written evicted first.
+/// Every project's log. Each counts as its full capacity against
+/// `total_bytes`; past that, moka evicts the logs of the least used projects.
+/// A request looks its project's log up when it starts, so an evicted log is
+/// never written to again.
 pub(crate) struct LogRegistry {
     config: LogConfig,
     projects: moka::sync::Cache<ProjectId, Arc<ProjectLog>>,
@@ -126,13 +129,18 @@ pub(crate) struct LogRegistry {
 
 impl LogRegistry {
     pub(crate) fn new(config: LogConfig) -> Self {
+        let weight = u32::try_from(config.per_project_bytes).unwrap_or(u32::MAX);
         LogRegistry {
-            projects: moka::sync::Cache::new(config.max_projects),
+            projects: moka::sync::Cache::builder()
+                .max_capacity(config.total_bytes)
+                .weigher(move |_, _| weight)
+                .build(),
             config,
         }
     }
 
-    pub(crate) fn project(&self, project: &ProjectId) -> Arc<ProjectLog> {
+    /// The log of `project`, created if it has none.
+    fn project(&self, project: &ProjectId) -> Arc<ProjectLog> {
         let capacity = self.config.per_project_bytes;
         self.projects
             .get_with_by_ref(project, || Arc::new(ProjectLog::new(capacity)))
@@ -142,8 +150,13 @@ impl LogRegistry {
         self.projects.get(project)
     }
 
-    pub(crate) fn per_request_bytes(&self) -> u64 {
-        self.config.per_request_bytes
+    /// A new request's share of `project`'s log.
+    pub(crate) fn request(&self, project: &ProjectId, request_id: Arc<str>) -> Arc<RequestLog> {
+        RequestLog::new(
+            self.project(project),
+            request_id,
+            self.config.per_request_bytes,
+        )
     }
 }
 
@@ -167,6 +180,14 @@ impl RequestLog {
             budget,
             host_messages: AtomicU32::new(0),
         })
+    }
+
+    /// Explains a failed request in the project's log.
+    pub(crate) fn failure(&self, error: &crate::error::DispatchError) {
+        self.host(match error.detail() {
+            Some(detail) => format!("request failed with {}: {detail}", error.code()),
+            None => format!("request failed with {}: {error}", error.code()),
+        });
     }
 
     /// Records a message from the host about this request. Host messages

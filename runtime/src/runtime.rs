@@ -12,6 +12,7 @@ use crate::imports::check_component;
 use crate::logs::{LogRegistry, ProjectLog};
 use crate::state::{RequestState, TenantCtx};
 use std::sync::Arc;
+use tokio::sync::Semaphore;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -35,7 +36,7 @@ pub struct Runtime {
     components: moka::future::Cache<ComponentId, Component>,
     apps: moka::future::Cache<(ProjectId, BuildId), Arc<App>>,
     kv: Arc<dyn KvBackend>,
-    logs: LogRegistry,
+    logs: Arc<LogRegistry>,
     config: RuntimeConfig,
     ticker: Arc<EpochTicker>,
 }
@@ -61,7 +62,7 @@ impl Runtime {
                 .max_capacity(config.app_cache_capacity)
                 .support_invalidation_closures()
                 .build(),
-            logs: LogRegistry::new(config.logs.clone()),
+            logs: Arc::new(LogRegistry::new(config.logs.clone())),
             engine,
             linker,
             artifacts,
@@ -151,12 +152,12 @@ impl Runtime {
         let tenant = TenantCtx {
             project: spec.project.clone(),
             build: spec.build.clone(),
+            slots: Arc::new(Semaphore::new(limits.concurrency as usize)),
             limits,
             env,
             kv: self.kv.clone(),
             kv_timeout: self.config.kv_timeout(),
-            log: self.logs.project(&spec.project),
-            log_request_bytes: self.logs.per_request_bytes(),
+            logs: self.logs.clone(),
             _ticker: self.ticker.clone(),
         };
         Ok(Arc::new(App {
@@ -166,36 +167,48 @@ impl Runtime {
     }
 
     /// The compiled component `id`: from memory, else from the artifact
-    /// cache, else compiled from `source` if given. Concurrent callers for
-    /// one id share one load or compile.
+    /// cache, else compiled from `source` if given. Concurrent loads of one
+    /// id share one deserialize; a compile races no one it could starve (a
+    /// load that finds no artifact yet fails and is not cached).
     async fn component(
         &self,
         id: &ComponentId,
         source: Option<Arc<[u8]>>,
     ) -> Result<Component, LoadError> {
-        let engine = self.engine.clone();
-        let artifacts = self.artifacts.clone();
-        let task_id = id.clone();
-        let load = async move {
-            let joined = tokio::task::spawn_blocking(move || {
-                if let Some(component) = artifacts.load(&engine, &task_id)? {
-                    return Ok(component);
-                }
-                let Some(bytes) = source else {
-                    return Err(LoadError::ArtifactMissing(task_id));
-                };
-                artifacts.compile(&engine, &task_id, &bytes)?;
-                artifacts.load(&engine, &task_id)?.ok_or_else(|| {
-                    LoadError::Internal(format!("artifact {task_id} vanished after compiling"))
-                })
-            })
-            .await;
-            joined.unwrap_or_else(|e| Err(LoadError::Internal(format!("compile task failed: {e}"))))
+        if let Some(component) = self.components.get(id).await {
+            return Ok(component);
+        }
+        let Some(bytes) = source else {
+            return self
+                .components
+                .try_get_with(id.clone(), self.blocking(id, ArtifactCache::load_existing))
+                .await
+                .map_err(|e| (*e).clone());
         };
-        self.components
-            .try_get_with(id.clone(), load)
+        let component = self
+            .blocking(id, move |artifacts, engine, id| {
+                match artifacts.load(engine, id)? {
+                    Some(component) => Ok(component),
+                    None => artifacts.compile(engine, id, &bytes),
+                }
+            })
+            .await?;
+        self.components.insert(id.clone(), component.clone()).await;
+        Ok(component)
+    }
+
+    /// Runs an artifact-cache operation on the blocking pool.
+    async fn blocking(
+        &self,
+        id: &ComponentId,
+        op: impl FnOnce(&ArtifactCache, &Engine, &ComponentId) -> Result<Component, LoadError>
+        + Send
+        + 'static,
+    ) -> Result<Component, LoadError> {
+        let (engine, artifacts, id) = (self.engine.clone(), self.artifacts.clone(), id.clone());
+        tokio::task::spawn_blocking(move || op(&artifacts, &engine, &id))
             .await
-            .map_err(|e| (*e).clone())
+            .unwrap_or_else(|e| Err(LoadError::Internal(format!("compile task failed: {e}"))))
     }
 
     /// Links `component` against the host and checks it exports an HTTP

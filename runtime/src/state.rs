@@ -9,12 +9,22 @@ use crate::engine::EpochTicker;
 use crate::host::kv::KvView;
 use crate::ids::{BuildId, ProjectId};
 use crate::limits::{GuestLimiter, Limits};
-use crate::logs::{GuestOutput, LogSource, ProjectLog, RequestLog};
+use crate::logs::{GuestOutput, LogRegistry, LogSource, RequestLog};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+/// Most random bytes one `get-random-bytes` call may ask for: the host fills
+/// them synchronously, outside the fuel budget.
+const MAX_RANDOM_BYTES: u64 = 64 * 1024;
+
+/// Largest write into an outgoing body, and the only chunk buffered behind
+/// it. Bodies nobody reads (a response never sent, a request that is denied)
+/// hold at most this much each, instead of wasmtime-wasi-http's 2 MiB.
+const BODY_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Everything about a deployed app that its requests share.
 pub(crate) struct TenantCtx {
@@ -25,8 +35,9 @@ pub(crate) struct TenantCtx {
     pub(crate) env: Vec<(String, String)>,
     pub(crate) kv: Arc<dyn KvBackend>,
     pub(crate) kv_timeout: Duration,
-    pub(crate) log: Arc<ProjectLog>,
-    pub(crate) log_request_bytes: u64,
+    pub(crate) logs: Arc<LogRegistry>,
+    /// One permit per running request: `limits.concurrency` of them.
+    pub(crate) slots: Arc<Semaphore>,
     /// Keeps the epoch ticking while any store of this app lives, even past
     /// the `Runtime`: without ticks a spinning guest would never yield or
     /// reach its deadline.
@@ -41,13 +52,13 @@ impl TenantCtx {
             .expect("epoch thread starts");
         TenantCtx {
             build: BuildId::new("test").expect("valid build id"),
-            log: Arc::new(ProjectLog::new(1 << 20)),
+            logs: Arc::new(LogRegistry::new(crate::config::LogConfig::default())),
+            slots: Arc::new(Semaphore::new(limits.concurrency as usize)),
             project,
             limits,
             env: Vec::new(),
             kv,
             kv_timeout: Duration::from_secs(2),
-            log_request_bytes: 1 << 16,
             _ticker: Arc::new(ticker),
         }
     }
@@ -56,18 +67,22 @@ impl TenantCtx {
 /// The host state of one request's store.
 pub(crate) struct RequestState {
     pub(crate) tenant: Arc<TenantCtx>,
-    pub(crate) log: Arc<RequestLog>,
     pub(crate) limiter: GuestLimiter,
     table: ResourceTable,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     outbound: OutboundPolicy,
     kv_calls: u32,
+    /// Released when the store is dropped, i.e. when the guest is done.
+    _slot: OwnedSemaphorePermit,
 }
 
 impl RequestState {
-    pub(crate) fn new(tenant: Arc<TenantCtx>, request_id: Arc<str>) -> Self {
-        let log = RequestLog::new(tenant.log.clone(), request_id, tenant.log_request_bytes);
+    pub(crate) fn new(
+        tenant: Arc<TenantCtx>,
+        log: &Arc<RequestLog>,
+        slot: OwnedSemaphorePermit,
+    ) -> Self {
         let limits = &tenant.limits;
 
         // No preopened directories, no network: wasi:filesystem and
@@ -80,6 +95,7 @@ impl RequestState {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            .max_random_size(MAX_RANDOM_BYTES)
             .build();
 
         let mut table = ResourceTable::new();
@@ -90,11 +106,11 @@ impl RequestState {
         RequestState {
             limiter: GuestLimiter::new(limits),
             outbound: OutboundPolicy { log: log.clone() },
-            log,
             table,
             wasi,
             http,
             kv_calls: 0,
+            _slot: slot,
             tenant,
         }
     }
@@ -133,6 +149,14 @@ struct OutboundPolicy {
 }
 
 impl WasiHttpHooks for OutboundPolicy {
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        1
+    }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        BODY_CHUNK_BYTES
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,

@@ -2,6 +2,12 @@
 //! a few reader connections (WAL lets them read while the writer writes), and
 //! every statement run on tokio's blocking pool so no worker thread waits on
 //! disk.
+//!
+//! A caller that gives up (a timeout, a cancelled request) does not stop a
+//! statement already running: its permit travels into the blocking task and
+//! is released only when the statement is done. So the connection count is
+//! never exceeded, and writes stay in the order they were queued (a retry
+//! runs after the attempt it retries).
 
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
@@ -15,8 +21,8 @@ pub(crate) struct SqliteDb {
     path: PathBuf,
     writer: Arc<Mutex<Connection>>,
     readers: Arc<Mutex<Vec<Connection>>>,
-    write_permit: Semaphore,
-    read_permits: Semaphore,
+    write_permit: Arc<Semaphore>,
+    read_permits: Arc<Semaphore>,
 }
 
 /// A failure to run a statement, with SQLite's own message for the operator.
@@ -48,8 +54,8 @@ impl SqliteDb {
             path: path.to_path_buf(),
             writer: Arc::new(Mutex::new(writer)),
             readers: Arc::new(Mutex::new(readers)),
-            write_permit: Semaphore::new(1),
-            read_permits: Semaphore::new(READERS),
+            write_permit: Arc::new(Semaphore::new(1)),
+            read_permits: Arc::new(Semaphore::new(READERS)),
         })
     }
 
@@ -66,13 +72,15 @@ impl SqliteDb {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        let _permit = self
+        let permit = self
             .read_permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|e| E::from(DbError::Task(e.to_string())))?;
         let readers = self.readers.clone();
         blocking(move || {
+            let _permit = permit;
             let conn = readers.lock().unwrap_or_else(PoisonError::into_inner).pop();
             let Some(conn) = conn else {
                 return Err(E::from(DbError::Task("no reader connection free".into())));
@@ -97,13 +105,15 @@ impl SqliteDb {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        let _permit = self
+        let permit = self
             .write_permit
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|e| E::from(DbError::Task(e.to_string())))?;
         let writer = self.writer.clone();
         blocking(move || {
+            let _permit = permit;
             let mut conn = writer.lock().unwrap_or_else(PoisonError::into_inner);
             f(&mut conn)
         })

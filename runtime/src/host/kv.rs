@@ -405,7 +405,7 @@ mod tests {
     async fn backend_errors_map_to_their_wit_errors() {
         let dir = tempfile::tempdir().unwrap();
         let limits = Limits {
-            kv_quota_bytes: 10,
+            kv_quota_bytes: 100,
             ..Limits::default()
         };
         let tenant = tenant("p", limits, sqlite(&dir));
@@ -415,7 +415,7 @@ mod tests {
             calls: &mut calls,
         };
         assert_eq!(
-            kv.set("k".into(), b"not a number".to_vec(), None).await,
+            kv.set("k".into(), vec![b'x'; 40], None).await,
             Err(Error::QuotaExceeded)
         );
         kv.set("k".into(), b"x".to_vec(), None).await.unwrap();

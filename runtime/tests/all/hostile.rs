@@ -32,6 +32,10 @@ fn assert_timed_out(result: Result<Reply, DispatchError>, elapsed: Duration, dea
     assert!(matches!(err, DispatchError::Timeout), "{err:?}");
     assert_eq!((err.code(), err.status().as_u16()), ("GUEST_TIMEOUT", 503));
     let deadline = Duration::from_millis(deadline_ms);
+    eprintln!(
+        "timed out {:?} after a {deadline:?} deadline",
+        elapsed.saturating_sub(deadline)
+    );
     assert!(elapsed >= deadline, "timed out early: {elapsed:?}");
     assert!(
         elapsed <= deadline + TICK + SLACK,
@@ -331,6 +335,121 @@ async fn request_bodies_over_the_limit_are_refused() {
         .unwrap();
     let err = error(send(&app, req).await);
     assert!(matches!(err, DispatchError::PayloadTooLarge), "{err:?}");
+}
+
+#[tokio::test]
+async fn host_memory_a_request_can_hold_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let app = hostile(&runtime, "hoarder", generous()).await;
+
+    // Bodies nobody reads buffer at most two 64 KiB chunks each on the host.
+    let accepted: u64 = get(&app, "/body-hoard?bodies=300")
+        .await
+        .unwrap()
+        .text()
+        .parse()
+        .unwrap();
+    let per_body = 2 * 64 * 1024;
+    assert!(accepted <= 300 * per_body, "{accepted} bytes buffered");
+    assert!(accepted >= 300 * 64 * 1024, "{accepted} bytes buffered");
+
+    // And the number of such bodies is bounded by the handle limit (1024).
+    let err = error(get(&app, "/body-hoard?bodies=2000").await);
+    assert!(matches!(err, DispatchError::Trap { .. }), "{err:?}");
+
+    // Random bytes come 64 KiB at a time at most.
+    assert_eq!(
+        get(&app, "/random?bytes=65536").await.unwrap().text(),
+        "65536"
+    );
+    let err = error(get(&app, "/random?bytes=67108864").await);
+    assert!(matches!(err, DispatchError::Trap { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_tenant_cannot_take_more_than_its_concurrency() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let limits = LimitsOverride {
+        concurrency: Some(2),
+        wall_clock_ms: Some(1000),
+        ..generous()
+    };
+    let app = hostile(&runtime, "greedy", limits).await;
+    let sleepers: Vec<_> = (0..2)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { get(&app, "/sleep?ms=60000").await.map(|r| r.status) })
+        })
+        .collect();
+    // Both sleepers hold their slot until their deadline; wait until both
+    // have started (each prints once it runs).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = runtime
+            .logs(app.project())
+            .map(|l| l.read(0, 100))
+            .unwrap_or_default();
+        if log.iter().filter(|r| r.message == "sleeping").count() == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sleepers never started: {log:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let refused = error(get(&app, "/ok").await);
+    assert!(matches!(refused, DispatchError::Capacity), "{refused:?}");
+    assert_eq!(refused.status().as_u16(), 503);
+    for sleeper in sleepers {
+        assert!(matches!(
+            sleeper.await.unwrap(),
+            Err(DispatchError::Timeout)
+        ));
+    }
+    assert_eq!(
+        get(&app, "/ok").await.unwrap().text(),
+        "ok",
+        "slots come back"
+    );
+    // Another project is not affected by this one's cap.
+    let other = hostile(&runtime, "other", generous()).await;
+    assert_eq!(get(&other, "/ok").await.unwrap().status, 200);
+}
+
+#[tokio::test]
+async fn requests_cancelled_during_kv_calls_leave_the_store_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let app = hostile(&runtime, "cancelled", generous()).await;
+    // Drop requests part-way through a stream of kv writes, at varied points.
+    for i in 0..40u64 {
+        let cut = Duration::from_millis(1 + i % 15);
+        let _ = tokio::time::timeout(cut, get(&app, "/kv-spam")).await;
+    }
+    // Every reader and the writer are free again: many concurrent calls work.
+    let reads = (0..24).map(|_| get(&app, "/kv?op=get&key=spam:0"));
+    for reply in futures::future::join_all(reads).await {
+        let json = reply.unwrap().json();
+        assert!(json.get("error").is_none(), "{json}");
+    }
+    let json = get(&app, "/kv-spam").await.unwrap().json();
+    assert_eq!(json["ok"], 1000);
+}
+
+#[tokio::test]
+async fn a_request_without_an_authority_is_a_bad_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let app = hostile(&runtime, "no-host", generous()).await;
+    let req = http::Request::get("/ok")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let err = error(send(&app, req).await);
+    assert!(matches!(err, DispatchError::BadRequest { .. }), "{err:?}");
+    assert_eq!((err.code(), err.status().as_u16()), ("BAD_REQUEST", 400));
 }
 
 #[tokio::test]

@@ -11,7 +11,8 @@ async fn invalid_keys_large_values_and_quota_are_error_values() {
     let limits = LimitsOverride {
         kv_key_bytes: Some(16),
         kv_value_bytes: Some(10),
-        kv_quota_bytes: Some(40),
+        // Three entries of 2 + 10 bytes (plus 64 of overhead each) fit.
+        kv_quota_bytes: Some(3 * 76),
         ..LimitsOverride::default()
     };
     let app = deploy(
@@ -36,7 +37,7 @@ async fn invalid_keys_large_values_and_quota_are_error_values() {
         .json();
     assert_eq!(error_of(big), "ValueTooLarge");
 
-    // 40 bytes of quota: three 12-byte entries fit, the fourth does not.
+    // The fourth entry does not fit.
     for key in ["k1", "k2", "k3"] {
         let ok = get(&app, &format!("/kv?op=set&key={key}&value=0123456789"))
             .await

@@ -13,3 +13,4 @@ mod isolation;
 mod kv;
 mod loading;
 mod logs;
+mod toolchains;

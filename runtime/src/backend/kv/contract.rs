@@ -8,7 +8,7 @@
     reason = "a test suite: a call that fails is a test that fails"
 )]
 
-use super::{KeyPage, KvBackend, KvBackendError};
+use super::{ENTRY_OVERHEAD_BYTES, KeyPage, KvBackend, KvBackendError};
 use crate::ids::ProjectId;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,6 +26,11 @@ pub async fn kv_contract(kv: &dyn KvBackend) {
     list_keys_by_prefix_in_pages(kv).await;
     quota_is_enforced_and_accounted(kv).await;
     expired_keys_free_their_quota(kv).await;
+}
+
+/// What a key with a value of `value_len` bytes counts against a quota.
+fn entry(key: &str, value_len: u64) -> u64 {
+    key.len() as u64 + value_len + ENTRY_OVERHEAD_BYTES
 }
 
 /// A namespace no other run uses.
@@ -95,7 +100,7 @@ async fn namespaces_are_isolated(kv: &dyn KvBackend) {
 
     assert_eq!(kv.get(&a, "secret").await, Ok(Some(b"a's".to_vec())));
     assert_eq!(kv.get(&a, "n").await, Ok(None));
-    assert_eq!(kv.usage(&a).await, Ok(("secret".len() + 3) as u64));
+    assert_eq!(kv.usage(&a).await, Ok(entry("secret", 3)));
 }
 
 async fn delete_and_exists(kv: &dyn KvBackend) {
@@ -305,12 +310,12 @@ async fn list_keys_by_prefix_in_pages(kv: &dyn KvBackend) {
 
 async fn quota_is_enforced_and_accounted(kv: &dyn KvBackend) {
     let ns = fresh_ns("quota");
-    let quota = 100;
-    kv.set(&ns, "a", vec![0; 49], None, quota).await.unwrap(); // 50 bytes
-    kv.set(&ns, "b", vec![0; 49], None, quota).await.unwrap(); // 100 bytes
-    assert_eq!(kv.usage(&ns).await, Ok(100));
+    let quota = 2 * entry("a", 85);
+    kv.set(&ns, "a", vec![0; 85], None, quota).await.unwrap();
+    kv.set(&ns, "b", vec![0; 85], None, quota).await.unwrap();
+    assert_eq!(kv.usage(&ns).await, Ok(quota));
     assert_eq!(
-        kv.set(&ns, "c", vec![0], None, quota).await,
+        kv.set(&ns, "c", Vec::new(), None, quota).await,
         Err(KvBackendError::QuotaExceeded)
     );
     assert_eq!(
@@ -319,7 +324,7 @@ async fn quota_is_enforced_and_accounted(kv: &dyn KvBackend) {
         "a refused write leaves nothing behind"
     );
     assert_eq!(
-        kv.compare_and_swap(&ns, "c", None, vec![0], quota).await,
+        kv.compare_and_swap(&ns, "c", None, Vec::new(), quota).await,
         Err(KvBackendError::QuotaExceeded)
     );
     assert_eq!(
@@ -328,16 +333,16 @@ async fn quota_is_enforced_and_accounted(kv: &dyn KvBackend) {
     );
 
     // Shrinking is always allowed, and frees room.
-    kv.set(&ns, "a", vec![0; 9], None, quota).await.unwrap(); // 10 bytes
-    assert_eq!(kv.usage(&ns).await, Ok(60));
-    kv.set(&ns, "c", vec![0; 9], None, quota).await.unwrap();
+    kv.set(&ns, "a", vec![0; 20], None, quota).await.unwrap();
+    assert_eq!(kv.usage(&ns).await, Ok(entry("a", 20) + entry("b", 85)));
+    kv.set(&ns, "c", Vec::new(), None, quota).await.unwrap();
     assert!(kv.delete(&ns, "b").await.unwrap());
-    assert_eq!(kv.usage(&ns).await, Ok(20));
+    assert_eq!(kv.usage(&ns).await, Ok(entry("a", 20) + entry("c", 0)));
 }
 
 async fn expired_keys_free_their_quota(kv: &dyn KvBackend) {
     let ns = fresh_ns("expquota");
-    let quota = 100;
+    let quota = entry("old", 97);
     kv.set(
         &ns,
         "old",

@@ -16,6 +16,11 @@ pub use sqlite::SqliteKv;
 use crate::ids::ProjectId;
 use std::time::Duration;
 
+/// What each stored key costs against a quota on top of its key and value
+/// bytes, so that a quota also bounds the number of entries (and the storage
+/// each one really takes). Every backend must account this way.
+pub const ENTRY_OVERHEAD_BYTES: u64 = 64;
+
 /// One page of [`KvBackend::list_keys`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyPage {
@@ -49,8 +54,8 @@ pub trait KvBackend: Send + Sync + 'static {
 
     /// Stores `value` under `key`, replacing the value and TTL it had. Fails
     /// with `QuotaExceeded` if the namespace would hold more than
-    /// `quota_bytes` (keys plus values); a write that does not grow the
-    /// namespace always succeeds.
+    /// `quota_bytes` (keys plus values plus [`ENTRY_OVERHEAD_BYTES`] per key);
+    /// a write that does not grow the namespace always succeeds.
     async fn set(
         &self,
         ns: &ProjectId,
@@ -97,8 +102,9 @@ pub trait KvBackend: Send + Sync + 'static {
         quota_bytes: u64,
     ) -> Result<bool, KvBackendError>;
 
-    /// Bytes the namespace holds (keys plus values), as counted for its
-    /// quota. May include expired keys not yet removed.
+    /// Bytes the namespace holds as counted for its quota (keys plus values
+    /// plus [`ENTRY_OVERHEAD_BYTES`] per key). May include expired keys not
+    /// yet removed.
     async fn usage(&self, ns: &ProjectId) -> Result<u64, KvBackendError>;
 }
 

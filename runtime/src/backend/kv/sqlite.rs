@@ -5,7 +5,7 @@
 //! deletes them in batches; quota accounting is kept per namespace in the same
 //! transaction as every write.
 
-use super::{KeyPage, KvBackend, KvBackendError, prefix_end};
+use super::{ENTRY_OVERHEAD_BYTES, KeyPage, KvBackend, KvBackendError, prefix_end};
 use crate::backend::sqlite::{DbError, SqliteDb};
 use crate::ids::ProjectId;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -14,6 +14,18 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const SCHEMA_VERSION: i64 = 1;
+
+/// An entry's size as charged to its namespace's quota, in SQL. Must agree
+/// with `entry_size` (checked by the kv contract's usage assertions).
+macro_rules! entry_size_sql {
+    () => {
+        "(length(key) + length(value) + 64)"
+    };
+}
+
+/// Expired rows purged per namespace when a write meets its quota: keeps the
+/// one writer (shared by every tenant) from being held by a large purge.
+const PURGE_ON_WRITE_ROWS: u32 = 1000;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 const SWEEP_BATCH: u32 = 1000;
 
@@ -120,11 +132,12 @@ async fn purge_expired(db: &SqliteDb, max_rows: u32) -> Result<u64, KvBackendErr
     db.write(move |conn| {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let freed: Vec<(String, i64)> = tx
-            .prepare(
+            .prepare(concat!(
                 "DELETE FROM kv WHERE (ns, key) IN
-                     (SELECT ns, key FROM kv WHERE expires_at <= ?1 LIMIT ?2)
-                 RETURNING ns, length(key) + length(value)",
-            )?
+                         (SELECT ns, key FROM kv WHERE expires_at <= ?1 LIMIT ?2)
+                     RETURNING ns, ",
+                entry_size_sql!()
+            ))?
             .query_map(params![now_ms(), max_rows], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
         for (ns, bytes) in &freed {
@@ -185,16 +198,27 @@ fn add_usage(tx: &Transaction<'_>, ns: &str, delta: i64) -> rusqlite::Result<()>
     Ok(())
 }
 
-/// Deletes the namespace's expired rows; used when a write meets the quota.
+/// Deletes up to `PURGE_ON_WRITE_ROWS` of the namespace's expired rows; used
+/// when a write meets the quota.
 fn purge_namespace(tx: &Transaction<'_>, ns: &str, now: i64) -> rusqlite::Result<()> {
     let freed: i64 = tx
-        .prepare(
-            "DELETE FROM kv WHERE ns = ?1 AND expires_at <= ?2
-             RETURNING length(key) + length(value)",
-        )?
-        .query_map(params![ns, now], |r| r.get::<_, i64>(0))?
+        .prepare(concat!(
+            "DELETE FROM kv WHERE (ns, key) IN
+                 (SELECT ns, key FROM kv WHERE ns = ?1 AND expires_at <= ?2 LIMIT ?3)
+             RETURNING ",
+            entry_size_sql!()
+        ))?
+        .query_map(params![ns, now, PURGE_ON_WRITE_ROWS], |r| {
+            r.get::<_, i64>(0)
+        })?
         .sum::<rusqlite::Result<i64>>()?;
     add_usage(tx, ns, -freed)
+}
+
+/// What an entry costs against the quota.
+fn entry_size(key: &[u8], value: &[u8]) -> i64 {
+    let overhead = i64::try_from(ENTRY_OVERHEAD_BYTES).unwrap_or(i64::MAX);
+    (key.len() + value.len()) as i64 + overhead
 }
 
 /// Writes `(ns, key) = value` inside `tx`, keeping the namespace within
@@ -209,11 +233,15 @@ fn put(
     now: i64,
 ) -> Result<(), KvBackendError> {
     let quota = i64::try_from(quota).unwrap_or(i64::MAX);
-    let size = (key.len() + value.len()) as i64;
+    let size = entry_size(key, value);
     for attempt in 0..2 {
         let old: i64 = tx
             .query_row(
-                "SELECT length(key) + length(value) FROM kv WHERE ns = ?1 AND key = ?2",
+                concat!(
+                    "SELECT ",
+                    entry_size_sql!(),
+                    " FROM kv WHERE ns = ?1 AND key = ?2"
+                ),
                 params![ns, key],
                 |r| r.get(0),
             )
@@ -290,8 +318,11 @@ impl KvBackend for SqliteKv {
         write_tx(&self.db, move |tx, now| {
             let removed: Option<(i64, Option<i64>)> = tx
                 .query_row(
-                    "DELETE FROM kv WHERE ns = ?1 AND key = ?2
-                     RETURNING length(key) + length(value), expires_at",
+                    concat!(
+                        "DELETE FROM kv WHERE ns = ?1 AND key = ?2 RETURNING ",
+                        entry_size_sql!(),
+                        ", expires_at"
+                    ),
                     params![ns.as_str(), key.as_bytes()],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
@@ -335,23 +366,18 @@ impl KvBackend for SqliteKv {
         self.db
             .read(move |conn| {
                 let end = prefix_end(prefix.as_bytes());
-                let mut stmt = conn.prepare_cached(
-                    "SELECT key FROM kv
-                     WHERE ns = ?1 AND key >= ?2 AND (?3 IS NULL OR key < ?3)
-                       AND (?4 IS NULL OR key > ?4)
-                       AND (expires_at IS NULL OR expires_at > ?5)
-                     ORDER BY key LIMIT ?6",
-                )?;
+                // Seek straight to where the page starts: after the cursor if
+                // it is within the prefix's range, else at the prefix.
+                let (sql, start) = match &cursor {
+                    Some(cursor) if cursor.as_bytes() >= prefix.as_bytes() => {
+                        (LIST_AFTER_CURSOR, cursor.as_bytes())
+                    }
+                    _ => (LIST_FROM_PREFIX, prefix.as_bytes()),
+                };
+                let mut stmt = conn.prepare_cached(sql)?;
                 let mut keys: Vec<String> = stmt
                     .query_map(
-                        params![
-                            ns.as_str(),
-                            prefix.as_bytes(),
-                            end,
-                            cursor.as_ref().map(|c| c.as_bytes()),
-                            now_ms(),
-                            i64::from(limit) + 1,
-                        ],
+                        params![ns.as_str(), start, end, now_ms(), i64::from(limit) + 1],
                         |r| r.get::<_, Vec<u8>>(0),
                     )?
                     .map(|key| key.map(|k| String::from_utf8_lossy(&k).into_owned()))
@@ -431,6 +457,19 @@ impl KvBackend for SqliteKv {
     }
 }
 
+/// A page of live keys in `[?2, ?3)` of namespace `?1`; `?3` NULL means
+/// unbounded.
+const LIST_FROM_PREFIX: &str = "SELECT key FROM kv
+     WHERE ns = ?1 AND key >= ?2 AND (?3 IS NULL OR key < ?3)
+       AND (expires_at IS NULL OR expires_at > ?4)
+     ORDER BY key LIMIT ?5";
+
+/// The same, strictly after the cursor `?2`.
+const LIST_AFTER_CURSOR: &str = "SELECT key FROM kv
+     WHERE ns = ?1 AND key > ?2 AND (?3 IS NULL OR key < ?3)
+       AND (expires_at IS NULL OR expires_at > ?4)
+     ORDER BY key LIMIT ?5";
+
 fn parse_integer(value: &[u8]) -> Result<i64, KvBackendError> {
     std::str::from_utf8(value)
         .ok()
@@ -464,8 +503,11 @@ mod tests {
         let kv = SqliteKv::open(&path).unwrap();
         assert_eq!(kv.get(&ns, "k").await.unwrap(), Some(b"v".to_vec()));
         assert_eq!(kv.increment(&ns, "n", 1, 1 << 20).await.unwrap(), 42);
-        // "k" + "v", "n" + "42"
-        assert_eq!(kv.usage(&ns).await.unwrap(), 2 + 3);
+        // "k" + "v", "n" + "42", each plus the per-entry overhead
+        assert_eq!(
+            kv.usage(&ns).await.unwrap(),
+            2 + 3 + 2 * ENTRY_OVERHEAD_BYTES
+        );
     }
 
     #[tokio::test]
@@ -482,10 +524,11 @@ mod tests {
         kv.set(&ns, "keep", vec![0; 10], None, 1 << 20)
             .await
             .unwrap();
-        assert_eq!(kv.usage(&ns).await.unwrap(), 5 * 12 + 14);
+        let entry = |key_len: u64| key_len + 10 + ENTRY_OVERHEAD_BYTES;
+        assert_eq!(kv.usage(&ns).await.unwrap(), 5 * entry(2) + entry(4));
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert_eq!(kv.purge_expired(1000).await.unwrap(), 5);
-        assert_eq!(kv.usage(&ns).await.unwrap(), 14);
+        assert_eq!(kv.usage(&ns).await.unwrap(), entry(4));
         assert_eq!(kv.purge_expired(1000).await.unwrap(), 0);
     }
 }

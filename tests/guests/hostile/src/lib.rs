@@ -20,8 +20,10 @@
 //! | `/kv?op=get\|set\|list&key=K&value=V` | raw kv access with any key |
 //! | `/escape` | tries a file, a socket, a DNS lookup and an outgoing request |
 //! | `/env` | returns its environment as JSON |
-//! | `/sleep?ms=N` | blocks in the host (a monotonic-clock wait) for N ms |
-//! | `/body-length` | reads the request body and returns its length |
+//! | `/sleep?ms=N` | prints `sleeping`, then blocks in the host (a monotonic-clock wait) for N ms |
+//! | `/body-length` | prints `reading the body`, reads the request body and returns its length |
+//! | `/body-hoard?bodies=N` | creates N responses it never sends and fills their bodies as far as the host buffers; returns the bytes the host accepted |
+//! | `/random?bytes=N` | asks the host for N random bytes at once |
 //! | `/exit` | calls `exit(3)` |
 
 use std::hint::black_box;
@@ -94,10 +96,29 @@ fn route(req: &Request, path: &str) -> Response {
                 .query_param("ms")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(60_000);
+            println!("sleeping");
             std::thread::sleep(std::time::Duration::from_millis(ms));
             Response::text("slept")
         }
-        "/body-length" => Response::text(req.body().len().to_string()),
+        "/body-length" => {
+            println!("reading the body");
+            Response::text(req.body().len().to_string())
+        }
+        "/body-hoard" => {
+            let bodies = req
+                .query_param("bodies")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(100);
+            Response::text(body_hoard(bodies).to_string())
+        }
+        "/random" => {
+            let bytes = req
+                .query_param("bytes")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(16);
+            let random = switchyard_sdk::wasi::random::random::get_random_bytes(bytes);
+            Response::text(random.len().to_string())
+        }
         "/exit" => std::process::exit(3),
         _ => Response::text("no such behaviour\n").with_status(404),
     }
@@ -117,6 +138,29 @@ fn respond(out: ResponseOutparam, headers: Fields) -> OutgoingBody {
     let body = response.body().expect("body taken once");
     ResponseOutparam::set(out, Ok(response));
     body
+}
+
+/// Fills the bodies of `bodies` responses nobody will ever read, each as far
+/// as the host accepts, and returns the total the host buffered.
+fn body_hoard(bodies: usize) -> u64 {
+    let chunk = vec![0u8; 1 << 20];
+    let mut held = Vec::with_capacity(bodies);
+    let mut accepted = 0u64;
+    for _ in 0..bodies {
+        let response = OutgoingResponse::new(Fields::new());
+        let body = response.body().expect("body taken once");
+        let stream = body.write().expect("stream taken once");
+        while let Ok(permit) = stream.check_write() {
+            let n = (permit as usize).min(chunk.len());
+            if n == 0 || stream.write(&chunk[..n]).is_err() {
+                break;
+            }
+            accepted += n as u64;
+        }
+        // Children before parents: the stream, then its body, then the response.
+        held.push((stream, body, response));
+    }
+    accepted
 }
 
 fn huge_body(out: ResponseOutparam, mb: u64, declared: bool) {
