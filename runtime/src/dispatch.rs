@@ -206,17 +206,33 @@ async fn run_guest(
     // The epoch check only runs while wasm executes; this also covers a
     // guest blocked in the host (sleeping on a pollable, for instance).
     let run = async {
+        let started = Instant::now();
         let proxy = pre.instantiate_async(&mut store).await?;
+        metrics::histogram!("switchyard_instantiate_seconds").record(started.elapsed());
         proxy
             .wasi_http_incoming_handler()
             .call_handle(&mut store, request, response_out)
             .await
     };
-    match tokio::time::timeout_at(deadline.into(), run).await {
+    let outcome = match tokio::time::timeout_at(deadline.into(), run).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(classify(error, store.data())),
         Err(_) => Err(DispatchError::Timeout),
-    }
+    };
+    let tenant = &store.data().tenant;
+    let used = tenant
+        .limits
+        .fuel
+        .saturating_sub(store.get_fuel().unwrap_or(0));
+    let project = tenant.project.to_string();
+    metrics::counter!("switchyard_fuel_used_total", "project" => project.clone()).increment(used);
+    let result = match &outcome {
+        Ok(()) => "ok",
+        Err(e) => e.code(),
+    };
+    metrics::counter!("switchyard_guest_runs_total", "project" => project, "result" => result)
+        .increment(1);
+    outcome
 }
 
 /// Names a guest failure. Deadline and fuel come first (a guest that hit a

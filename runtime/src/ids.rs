@@ -124,6 +124,25 @@ macro_rules! display_as_str {
 }
 display_as_str!(ProjectId, BuildId, ComponentId);
 
+/// Serialised as their string; deserialising validates, like the
+/// constructors do.
+macro_rules! serde_as_validated_str {
+    ($($ty:ty => $parse:path),*) => {$(
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                $parse(&s).map_err(serde::de::Error::custom)
+            }
+        }
+    )*};
+}
+serde_as_validated_str!(ProjectId => ProjectId::new, BuildId => BuildId::new, ComponentId => ComponentId::parse);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +186,14 @@ mod tests {
         assert_eq!(ComponentId::parse(id.as_str()), Ok(id));
         assert!(ComponentId::parse("../../etc/passwd").is_err());
         assert!(ComponentId::parse(&"A".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn serde_validates() {
+        let id: ProjectId = serde_json::from_str("\"shop\"").unwrap();
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"shop\"");
+        assert!(serde_json::from_str::<ProjectId>("\"Not Valid\"").is_err());
+        assert!(serde_json::from_str::<ComponentId>("\"abc\"").is_err());
     }
 
     #[test]

@@ -50,6 +50,30 @@ macro_rules! limits {
                 Limits { $( $field: overrides.$field.unwrap_or(self.$field), )* }
             }
 
+            /// These limits, tightened to whatever `asked` sets lower: a
+            /// build may ask for less than its project allows, never more.
+            pub fn tightened_by(&self, asked: &LimitsOverride) -> Limits {
+                Limits { $( $field: asked.$field.map_or(self.$field, |v| v.min(self.$field)), )* }
+            }
+
+            /// The first field `asked` sets above these limits, with both
+            /// values.
+            pub fn first_exceeded_by(&self, asked: &LimitsOverride) -> Option<(&'static str, u64, u64)> {
+                $(
+                    if let Some(v) = asked.$field {
+                        if v > self.$field {
+                            return Some((stringify!($field), u64::from(v), u64::from(self.$field)));
+                        }
+                    }
+                )*
+                None
+            }
+
+            /// Every field set explicitly.
+            pub fn to_override(&self) -> LimitsOverride {
+                LimitsOverride { $( $field: Some(self.$field), )* }
+            }
+
             /// Checks every field against its allowed range; the upper bounds
             /// of memory and tables come from the engine's `pool`.
             pub fn validate(&self, pool: &PoolConfig) -> Result<(), LimitsError> {
@@ -280,6 +304,31 @@ mod tests {
         assert_eq!(merged.wall_clock_ms, 500);
         assert_eq!(merged.kv_calls, 3);
         assert_eq!(merged.memory_bytes, base.memory_bytes);
+    }
+
+    #[test]
+    fn builds_may_only_tighten_limits() {
+        let project = Limits::default();
+        let asked = LimitsOverride {
+            wall_clock_ms: Some(500),
+            fuel: Some(u64::MAX),
+            ..Default::default()
+        };
+        let effective = project.tightened_by(&asked);
+        assert_eq!(effective.wall_clock_ms, 500);
+        assert_eq!(
+            effective.fuel, project.fuel,
+            "asking for more changes nothing"
+        );
+        assert_eq!(
+            project.first_exceeded_by(&asked),
+            Some(("fuel", u64::MAX, project.fuel))
+        );
+        assert_eq!(project.first_exceeded_by(&LimitsOverride::default()), None);
+        assert_eq!(
+            Limits::default().with_overrides(&project.to_override()),
+            project
+        );
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub enum LogSource {
 
 /// One captured write (or host message).
 #[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct LogRecord {
     /// Increases by one per record of a project; lets a reader resume.
     pub seq: u64,

@@ -3,4 +3,4 @@
 //! limits live in the host layer ([`crate::host`]).
 
 pub mod kv;
-pub(crate) mod sqlite;
+pub mod sqlite;

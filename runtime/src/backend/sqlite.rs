@@ -1,4 +1,5 @@
-//! A SQLite database file shared by async callers: one writer connection,
+//! A SQLite database file shared by async callers (the embedded backends and
+//! the router's control store use it): one writer connection,
 //! a few reader connections (WAL lets them read while the writer writes), and
 //! every statement run on tokio's blocking pool so no worker thread waits on
 //! disk.
@@ -17,7 +18,8 @@ use tokio::sync::Semaphore;
 /// Reader connections kept open; readers beyond this wait for one.
 const READERS: usize = 4;
 
-pub(crate) struct SqliteDb {
+/// A SQLite file with a writer and a few readers, used from async code.
+pub struct SqliteDb {
     path: PathBuf,
     writer: Arc<Mutex<Connection>>,
     readers: Arc<Mutex<Vec<Connection>>>,
@@ -27,9 +29,11 @@ pub(crate) struct SqliteDb {
 
 /// A failure to run a statement, with SQLite's own message for the operator.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum DbError {
+pub enum DbError {
+    /// SQLite refused or failed.
     #[error("{0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The blocking task running the statement failed.
     #[error("the database task failed: {0}")]
     Task(String),
 }
@@ -37,7 +41,7 @@ pub(crate) enum DbError {
 impl SqliteDb {
     /// Opens (creating if needed) the database at `path` and runs `init` on
     /// the writer connection: schema creation and migrations.
-    pub(crate) fn open(
+    pub fn open(
         path: &Path,
         init: impl FnOnce(&mut Connection) -> rusqlite::Result<()>,
     ) -> Result<Self, DbError> {
@@ -59,12 +63,13 @@ impl SqliteDb {
         })
     }
 
-    pub(crate) fn path(&self) -> &Path {
+    /// The database file.
+    pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// Runs `f` on a reader connection.
-    pub(crate) async fn read<T, E>(
+    pub async fn read<T, E>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     ) -> Result<T, E>
@@ -97,7 +102,7 @@ impl SqliteDb {
 
     /// Runs `f` on the writer connection. Writers queue asynchronously, one
     /// at a time, so they never meet `SQLITE_BUSY` among themselves.
-    pub(crate) async fn write<T, E>(
+    pub async fn write<T, E>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
     ) -> Result<T, E>

@@ -1,0 +1,481 @@
+//! The deploy bundle: a tar archive, optionally gzip-compressed, holding
+//! `switchyard.toml`, an optional `app.wasm` component and an optional
+//! `assets/` tree (`assets/css/site.css` is served at `/css/site.css`).
+//!
+//! It is untrusted input. The upload is spooled to a scratch file under a
+//! byte cap; then the archive is read entry by entry, every rule and cap
+//! checked as it streams (decompressed bytes included), and assets copied to
+//! scratch files named by number, never by the archive's names. Nothing
+//! outside the scratch directory is touched.
+
+use super::manifest::{AppManifest, MAX_MANIFEST_BYTES, check_asset_path};
+use crate::config::DeployConfig;
+use crate::error::ApiError;
+use bytes::Buf;
+use http_body::Body;
+use http_body_util::BodyExt;
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use tokio::io::AsyncWriteExt;
+
+/// Entries an archive may have beyond its assets (directories, the
+/// manifest, the component).
+const EXTRA_ENTRIES: usize = 1000;
+
+/// What a valid bundle contained.
+#[derive(Debug)]
+pub struct Extracted {
+    /// The parsed, validated manifest.
+    pub manifest: AppManifest,
+    /// The component's bytes, if any.
+    pub component: Option<Vec<u8>>,
+    /// The assets, in archive order.
+    pub assets: Vec<ExtractedAsset>,
+}
+
+/// One asset, copied to the scratch directory.
+#[derive(Debug)]
+pub struct ExtractedAsset {
+    /// Where it will be served, e.g. `/css/site.css`.
+    pub path: String,
+    /// Its scratch copy.
+    pub file: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256, hex.
+    pub sha256: String,
+}
+
+fn refuse(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::Invalid {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Writes the request body to `dest`, refusing (413) past `max` bytes.
+pub async fn receive<B>(mut body: B, dest: &Path, max: u64) -> Result<u64, ApiError>
+where
+    B: Body<Data = bytes::Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let mut file = tokio::fs::File::create(dest)
+        .await
+        .map_err(|e| ApiError::Internal(format!("cannot create {}: {e}", dest.display())))?;
+    let mut received = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::BadRequest(format!("the upload broke off: {e}")))?;
+        let Ok(mut data) = frame.into_data() else {
+            continue;
+        };
+        received += data.remaining() as u64;
+        if received > max {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the bundle is larger than the limit of {max} bytes"
+            )));
+        }
+        file.write_all_buf(&mut data)
+            .await
+            .map_err(|e| ApiError::Internal(format!("cannot write the upload: {e}")))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| ApiError::Internal(format!("cannot write the upload: {e}")))?;
+    Ok(received)
+}
+
+/// Reads and checks the archive at `archive`, copying assets into `scratch`.
+/// Blocking: run it off the async workers.
+pub fn extract(
+    archive: &Path,
+    scratch: &Path,
+    limits: &DeployConfig,
+) -> Result<Extracted, ApiError> {
+    let mut file = std::fs::File::open(archive)
+        .map_err(|e| ApiError::Internal(format!("cannot open the upload: {e}")))?;
+    let mut magic = [0u8; 2];
+    let gzip = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
+    let file = std::fs::File::open(archive)
+        .map_err(|e| ApiError::Internal(format!("cannot open the upload: {e}")))?;
+    let reader: Box<dyn Read> = if gzip {
+        Box::new(flate2::read::GzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    read_archive(reader, scratch, limits)
+}
+
+fn read_archive(
+    reader: impl Read,
+    scratch: &Path,
+    limits: &DeployConfig,
+) -> Result<Extracted, ApiError> {
+    let corrupt = |e: std::io::Error| {
+        refuse(
+            "BUNDLE_INVALID",
+            format!("the bundle is not a valid tar archive: {e}"),
+        )
+    };
+    let mut archive = tar::Archive::new(reader);
+    let mut manifest_text = None;
+    let mut component = None;
+    let mut assets = Vec::new();
+    let mut seen = HashSet::new();
+    let mut total_bytes = 0u64;
+    let max_entries = limits.max_assets + EXTRA_ENTRIES;
+
+    for (index, entry) in archive.entries().map_err(corrupt)?.enumerate() {
+        if index >= max_entries {
+            return Err(refuse(
+                "TOO_MANY_ASSETS",
+                format!("the bundle has more than {max_entries} entries"),
+            ));
+        }
+        let mut entry = entry.map_err(corrupt)?;
+        let name = entry_name(&entry.path_bytes())?;
+        let kind = entry.header().entry_type();
+        if kind.is_symlink() || kind.is_hard_link() {
+            return Err(refuse(
+                "ARCHIVE_LINK_REFUSED",
+                format!("`{name}` is a link; bundles may not contain links"),
+            ));
+        }
+        if kind.is_dir() {
+            continue;
+        }
+        if !kind.is_file() {
+            return Err(refuse(
+                "BUNDLE_INVALID",
+                format!("`{name}` is not a regular file"),
+            ));
+        }
+        if !seen.insert(name.clone()) {
+            return Err(refuse(
+                "DUPLICATE_ENTRY",
+                format!("`{name}` appears twice in the bundle"),
+            ));
+        }
+        let declared = entry.header().size().map_err(corrupt)?;
+
+        match name.as_str() {
+            "switchyard.toml" => {
+                if declared > MAX_MANIFEST_BYTES as u64 {
+                    return Err(refuse(
+                        "INVALID_MANIFEST",
+                        format!("switchyard.toml is larger than {MAX_MANIFEST_BYTES} bytes"),
+                    ));
+                }
+                let mut text = String::new();
+                entry
+                    .read_to_string(&mut text)
+                    .map_err(|_| refuse("INVALID_MANIFEST", "switchyard.toml is not UTF-8 text"))?;
+                manifest_text = Some(text);
+            }
+            "app.wasm" => {
+                if declared > limits.max_component_bytes {
+                    return Err(refuse(
+                        "COMPONENT_TOO_LARGE",
+                        format!(
+                            "app.wasm is {declared} bytes; the limit is {}",
+                            limits.max_component_bytes
+                        ),
+                    ));
+                }
+                let mut bytes = Vec::with_capacity(usize::try_from(declared).unwrap_or(0));
+                entry.read_to_end(&mut bytes).map_err(corrupt)?;
+                component = Some(bytes);
+            }
+            other => {
+                let Some(relative) = other.strip_prefix("assets/") else {
+                    return Err(refuse(
+                        "BUNDLE_UNEXPECTED_ENTRY",
+                        format!(
+                            "`{other}`: a bundle holds only switchyard.toml, app.wasm and assets/"
+                        ),
+                    ));
+                };
+                let path = format!("/{relative}");
+                check_asset_path(&path)?;
+                if assets.len() >= limits.max_assets {
+                    return Err(refuse(
+                        "TOO_MANY_ASSETS",
+                        format!("more than {} assets", limits.max_assets),
+                    ));
+                }
+                if declared > limits.max_asset_bytes {
+                    return Err(refuse(
+                        "ASSET_TOO_LARGE",
+                        format!(
+                            "`{path}` is {declared} bytes; the limit is {}",
+                            limits.max_asset_bytes
+                        ),
+                    ));
+                }
+                total_bytes += declared;
+                if total_bytes > limits.max_total_asset_bytes {
+                    return Err(refuse(
+                        "DEPLOYMENT_TOO_LARGE",
+                        format!(
+                            "the assets are larger than the limit of {} bytes",
+                            limits.max_total_asset_bytes
+                        ),
+                    ));
+                }
+                let file = scratch.join(format!("asset-{}", assets.len()));
+                let (size, sha256) = copy_hashed(&mut entry, &file, limits.max_asset_bytes)?;
+                assets.push(ExtractedAsset {
+                    path,
+                    file,
+                    size,
+                    sha256,
+                });
+            }
+        }
+    }
+
+    let text = manifest_text
+        .ok_or_else(|| refuse("INVALID_MANIFEST", "the bundle has no switchyard.toml"))?;
+    let manifest = AppManifest::parse(&text)?;
+    if component.is_none() && assets.is_empty() {
+        return Err(refuse(
+            "BUNDLE_EMPTY",
+            "the bundle has neither app.wasm nor assets",
+        ));
+    }
+    manifest.check_paths(|path| assets.iter().any(|a| a.path == path))?;
+    Ok(Extracted {
+        manifest,
+        component,
+        assets,
+    })
+}
+
+/// The entry's name as `a/b/c`: UTF-8, relative, no `..`, no empty or `.`
+/// segments after a leading `./` is dropped, no backslashes or control
+/// characters.
+fn entry_name(raw: &[u8]) -> Result<String, ApiError> {
+    let refused = |why: &str| {
+        let shown: String = String::from_utf8_lossy(raw)
+            .chars()
+            .take(100)
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+        refuse("ARCHIVE_PATH_REFUSED", format!("`{shown}`: {why}"))
+    };
+    let name = std::str::from_utf8(raw).map_err(|_| refused("not UTF-8"))?;
+    if name.starts_with('/') {
+        return Err(refused("absolute paths are refused"));
+    }
+    let name = name.strip_prefix("./").unwrap_or(name);
+    let name = name.strip_suffix('/').unwrap_or(name);
+    if name.split('/').any(|segment| segment == "..") {
+        return Err(refused("paths may not escape the bundle (`..`)"));
+    }
+    if name.contains('\\') || name.chars().any(char::is_control) {
+        return Err(refused("paths may not contain `\\` or control characters"));
+    }
+    Ok(name.to_owned())
+}
+
+/// Copies `from` into a new file, hashing it, never more than `max` bytes.
+fn copy_hashed(from: &mut impl Read, to: &Path, max: u64) -> Result<(u64, String), ApiError> {
+    let io = |e: std::io::Error| ApiError::Internal(format!("cannot write a scratch file: {e}"));
+    let mut out = std::fs::File::create(to).map_err(io)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = from
+            .read(&mut buf)
+            .map_err(|e| refuse("BUNDLE_INVALID", format!("the bundle is corrupt: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        if size > max {
+            return Err(refuse(
+                "ASSET_TOO_LARGE",
+                format!("an asset is larger than the limit of {max} bytes"),
+            ));
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(io)?;
+    }
+    Ok((size, hex::encode(hasher.finalize())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> DeployConfig {
+        DeployConfig {
+            max_assets: 3,
+            max_asset_bytes: 100,
+            max_total_asset_bytes: 150,
+            max_component_bytes: 50,
+            ..DeployConfig::default()
+        }
+    }
+
+    /// A tar archive of `(name, bytes)` files, written with raw headers so
+    /// that names the tar crate would refuse can be tested too.
+    fn archive(entries: &[(&str, &[u8], tar::EntryType)]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, data, kind) in entries {
+            let mut header = tar::Header::new_gnu();
+            let bytes = name.as_bytes();
+            header.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
+            header.set_entry_type(*kind);
+            if kind.is_symlink() || kind.is_hard_link() {
+                header.set_link_name("target").unwrap();
+            }
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder.append(&header, *data).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    const FILE: tar::EntryType = tar::EntryType::Regular;
+    const MANIFEST: (&str, &[u8], tar::EntryType) = ("switchyard.toml", b"", FILE);
+
+    fn run(bytes: &[u8]) -> Result<Extracted, ApiError> {
+        let dir = tempfile::tempdir().unwrap();
+        read_archive(bytes, dir.path(), &limits())
+    }
+
+    fn code_of(entries: &[(&str, &[u8], tar::EntryType)]) -> &'static str {
+        run(&archive(entries)).unwrap_err().code()
+    }
+
+    #[test]
+    fn reads_a_valid_bundle() {
+        let bytes = archive(&[
+            ("switchyard.toml", b"spa_fallback = \"/index.html\"", FILE),
+            ("app.wasm", b"\0asm", FILE),
+            ("assets/", b"", tar::EntryType::Directory),
+            ("./assets/index.html", b"<h1>hi</h1>", FILE),
+            ("assets/css/site.css", b"body{}", FILE),
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let out = read_archive(bytes.as_slice(), dir.path(), &limits()).unwrap();
+        assert_eq!(out.component.as_deref(), Some(&b"\0asm"[..]));
+        let paths: Vec<_> = out.assets.iter().map(|a| a.path.as_str()).collect();
+        assert_eq!(paths, ["/index.html", "/css/site.css"]);
+        assert_eq!(std::fs::read(&out.assets[0].file).unwrap(), b"<h1>hi</h1>");
+        assert_eq!(
+            out.assets[0].sha256,
+            hex::encode(Sha256::digest(b"<h1>hi</h1>"))
+        );
+        assert_eq!(out.manifest.spa_fallback.as_deref(), Some("/index.html"));
+    }
+
+    #[test]
+    fn gzip_bundles_are_read_too() {
+        let tar = archive(&[MANIFEST, ("assets/a.txt", b"a", FILE)]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bundle");
+        std::fs::write(&path, gz.finish().unwrap()).unwrap();
+        let out = extract(&path, dir.path(), &limits()).unwrap();
+        assert_eq!(out.assets.len(), 1);
+    }
+
+    #[test]
+    fn refuses_links_escapes_duplicates_and_strangers() {
+        let link = tar::EntryType::Symlink;
+        let hard = tar::EntryType::Link;
+        assert_eq!(
+            code_of(&[MANIFEST, ("assets/x", b"", link)]),
+            "ARCHIVE_LINK_REFUSED"
+        );
+        assert_eq!(
+            code_of(&[MANIFEST, ("assets/x", b"", hard)]),
+            "ARCHIVE_LINK_REFUSED"
+        );
+        assert_eq!(
+            code_of(&[MANIFEST, ("/etc/passwd", b"x", FILE)]),
+            "ARCHIVE_PATH_REFUSED"
+        );
+        assert_eq!(
+            code_of(&[MANIFEST, ("assets/../../x", b"x", FILE)]),
+            "ARCHIVE_PATH_REFUSED"
+        );
+        assert_eq!(
+            code_of(&[MANIFEST, ("assets/a\\b", b"x", FILE)]),
+            "ARCHIVE_PATH_REFUSED"
+        );
+        assert_eq!(
+            code_of(&[MANIFEST, ("assets/a\u{1}b", b"x", FILE)]),
+            "ARCHIVE_PATH_REFUSED"
+        );
+        assert_eq!(
+            code_of(&[MANIFEST, ("assets/a//b", b"x", FILE)]),
+            "INVALID_ASSET_PATH"
+        );
+        assert_eq!(
+            code_of(&[
+                MANIFEST,
+                ("assets/a", b"1", FILE),
+                ("./assets/a", b"2", FILE)
+            ]),
+            "DUPLICATE_ENTRY"
+        );
+        assert_eq!(
+            code_of(&[MANIFEST, ("secrets.txt", b"x", FILE)]),
+            "BUNDLE_UNEXPECTED_ENTRY"
+        );
+        assert_eq!(
+            code_of(&[MANIFEST, ("assets/fifo", b"", tar::EntryType::Fifo)]),
+            "BUNDLE_INVALID"
+        );
+        assert_eq!(
+            run(b"definitely not tar").unwrap_err().code(),
+            "BUNDLE_INVALID"
+        );
+    }
+
+    #[test]
+    fn counts_assets_and_bytes_while_streaming() {
+        let names = ["assets/a", "assets/b", "assets/c", "assets/d"];
+        let four: Vec<_> = std::iter::once(MANIFEST)
+            .chain(names.iter().map(|n| (*n, &b"x"[..], FILE)))
+            .collect();
+        assert_eq!(code_of(&four), "TOO_MANY_ASSETS");
+        assert_eq!(
+            code_of(&[MANIFEST, ("assets/big", &[0u8; 101], FILE)]),
+            "ASSET_TOO_LARGE"
+        );
+        // 50 + 50 + 51 bytes: each under 100, together over 150.
+        let total = [
+            MANIFEST,
+            ("assets/a", &[0u8; 50][..], FILE),
+            ("assets/b", &[0u8; 50][..], FILE),
+            ("assets/c", &[0u8; 51][..], FILE),
+        ];
+        assert_eq!(code_of(&total), "DEPLOYMENT_TOO_LARGE");
+        assert_eq!(
+            code_of(&[MANIFEST, ("app.wasm", &[0u8; 51], FILE)]),
+            "COMPONENT_TOO_LARGE"
+        );
+    }
+
+    #[test]
+    fn needs_a_manifest_and_some_content() {
+        assert_eq!(code_of(&[("assets/a", b"x", FILE)]), "INVALID_MANIFEST");
+        assert_eq!(code_of(&[MANIFEST]), "BUNDLE_EMPTY");
+        assert_eq!(
+            code_of(&[
+                ("switchyard.toml", b"not_found = \"/404.html\"", FILE),
+                ("assets/a", b"x", FILE)
+            ]),
+            "INVALID_MANIFEST"
+        );
+    }
+}

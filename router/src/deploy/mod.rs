@@ -1,0 +1,377 @@
+//! Deploys, in the order that keeps the previous build serving whatever
+//! happens:
+//!
+//! 1. take the project's deploy lease (a concurrent deploy gets 409);
+//! 2. spool the upload to a scratch directory, under a byte cap;
+//! 3. read and check the bundle and its manifest (nothing stored yet);
+//! 4. compile the component through a bounded queue (still nothing stored
+//!    but the compile cache);
+//! 5. store the component and the assets content-addressed (idempotent, and
+//!    unreferenced until step 6);
+//! 6. commit the build and flip the project's pointer in one transaction;
+//! 7. prune old builds beyond the retention count.
+//!
+//! A crash before 6 leaves only scratch files (removed at startup),
+//! unreferenced objects (removed by garbage collection) and an expired lease.
+
+pub mod bundle;
+pub mod manifest;
+
+use crate::blobs::BlobStore;
+use crate::build::{Asset, BuildManifest, BuildRecord, ContentEncoding, Encoded, new_build_id};
+use crate::config::DeployConfig;
+use crate::error::ApiError;
+use crate::store::{ControlStore, StoreError, now_ms};
+use bundle::{ExtractedAsset, extract, receive};
+use bytes::Bytes;
+use http_body::Body;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_runtime::{BuildId, Limits, ProjectId, Runtime};
+use tokio::sync::Semaphore;
+
+/// How long a deploy lease lasts if its holder dies without releasing it.
+const LEASE_TTL_MS: i64 = 10 * 60 * 1000;
+
+/// Objects younger than this are never collected: they may belong to a
+/// deploy that has not committed yet.
+const GARBAGE_MIN_AGE: Duration = Duration::from_secs(3600);
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::NotFound("resource"),
+            StoreError::Conflict { code, message } => ApiError::Conflict { code, message },
+            StoreError::Unavailable(detail) => ApiError::Unavailable(detail),
+        }
+    }
+}
+
+/// Runs deploys and rollbacks.
+pub struct Deployer {
+    store: Arc<dyn ControlStore>,
+    blobs: BlobStore,
+    runtime: Arc<Runtime>,
+    limits: DeployConfig,
+    max_upload_bytes: u64,
+    default_limits: Limits,
+    scratch_dir: PathBuf,
+    /// Identifies this process's leases: `<node id>:<pid>:`.
+    holder_prefix: String,
+    compile_slots: Semaphore,
+}
+
+impl Deployer {
+    /// A deployer; `node_id` names this node in deploy leases.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "wiring: each is a distinct dependency"
+    )]
+    pub fn new(
+        store: Arc<dyn ControlStore>,
+        blobs: BlobStore,
+        runtime: Arc<Runtime>,
+        limits: DeployConfig,
+        max_upload_bytes: u64,
+        default_limits: Limits,
+        scratch_dir: PathBuf,
+        node_id: &str,
+    ) -> Self {
+        Deployer {
+            compile_slots: Semaphore::new(limits.compile_concurrency),
+            holder_prefix: format!("{node_id}:{}:", std::process::id()),
+            store,
+            blobs,
+            runtime,
+            limits,
+            max_upload_bytes,
+            default_limits,
+            scratch_dir,
+        }
+    }
+
+    /// Cleans up after a crash of this node: scratch files, and the deploy
+    /// leases it held. Call once at startup, before serving.
+    pub async fn recover(&self, node_id: &str) -> Result<(), ApiError> {
+        if self.scratch_dir.exists() {
+            std::fs::remove_dir_all(&self.scratch_dir).map_err(|e| {
+                ApiError::Internal(format!("cannot clean {}: {e}", self.scratch_dir.display()))
+            })?;
+        }
+        std::fs::create_dir_all(&self.scratch_dir).map_err(|e| {
+            ApiError::Internal(format!("cannot create {}: {e}", self.scratch_dir.display()))
+        })?;
+        self.store.release_deploys(&format!("{node_id}:")).await?;
+        Ok(())
+    }
+
+    /// Deploys the bundle in `body` to `project`.
+    pub async fn deploy<B>(&self, project: &ProjectId, body: B) -> Result<BuildRecord, ApiError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        let settings = self
+            .store
+            .project(project)
+            .await?
+            .ok_or(ApiError::NotFound("project"))?
+            .settings;
+        let holder = format!("{}{:016x}", self.holder_prefix, rand::random::<u64>());
+        self.store
+            .begin_deploy(project, &holder, LEASE_TTL_MS)
+            .await?;
+        let _lease = Lease {
+            store: self.store.clone(),
+            project: project.clone(),
+            holder,
+        };
+
+        let scratch = tempfile::Builder::new()
+            .prefix("deploy-")
+            .tempdir_in(&self.scratch_dir)
+            .map_err(|e| ApiError::Internal(format!("cannot create a scratch directory: {e}")))?;
+        let upload = scratch.path().join("bundle");
+        receive(body, &upload, self.max_upload_bytes).await?;
+        let (limits, dir) = (self.limits.clone(), scratch.path().to_path_buf());
+        let extracted = tokio::task::spawn_blocking(move || extract(&upload, &dir, &limits))
+            .await
+            .map_err(|e| ApiError::Internal(format!("bundle task failed: {e}")))??;
+
+        let allowed = self.default_limits.with_overrides(&settings.sandbox);
+        if let Some((field, asked, max)) = allowed.first_exceeded_by(&extracted.manifest.limits) {
+            return Err(ApiError::Invalid {
+                code: "LIMIT_NOT_ALLOWED",
+                message: format!("limits.{field} = {asked} is above this project's limit of {max}"),
+            });
+        }
+        let assets = asset_map(&extracted.assets);
+
+        let component = match extracted.component {
+            Some(bytes) => {
+                let _slot = self
+                    .compile_slots
+                    .acquire()
+                    .await
+                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                let id = self.runtime.compile(&bytes).await?;
+                self.blobs
+                    .put_component(&id, Bytes::from(bytes))
+                    .await
+                    .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+                Some(id)
+            }
+            None => None,
+        };
+        for asset in &extracted.assets {
+            let bytes = tokio::fs::read(&asset.file)
+                .await
+                .map_err(|e| ApiError::Internal(format!("cannot read a scratch file: {e}")))?;
+            self.blobs
+                .put_blob(&asset.sha256, Bytes::from(bytes))
+                .await
+                .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        }
+
+        let manifest = extracted.manifest;
+        let record = BuildRecord {
+            id: new_build_id(),
+            project: project.clone(),
+            created_at: now_ms(),
+            component,
+            manifest: BuildManifest {
+                assets,
+                spa_fallback: manifest.spa_fallback,
+                not_found: manifest.not_found,
+                headers: manifest.headers,
+                cache: manifest.cache,
+                env: manifest.env,
+                limits: manifest.limits,
+            },
+        };
+        self.store.commit_build(&record).await?;
+        self.runtime.invalidate(project);
+        if let Err(e) = self
+            .store
+            .prune_builds(project, self.limits.retained_builds)
+            .await
+        {
+            tracing::warn!(%project, error = %e, "pruning old builds failed; they are kept until the next deploy");
+        }
+        Ok(record)
+    }
+
+    /// Points `project` back at `to`, or at the build before the active one.
+    /// The build's compiled component is reused: nothing is recompiled.
+    pub async fn rollback(
+        &self,
+        project: &ProjectId,
+        to: Option<&BuildId>,
+    ) -> Result<BuildRecord, ApiError> {
+        let active = self
+            .store
+            .project(project)
+            .await?
+            .ok_or(ApiError::NotFound("project"))?
+            .active_build;
+        let target = match to {
+            Some(id) => self
+                .store
+                .build(project, id)
+                .await?
+                .ok_or(ApiError::NotFound("build"))?,
+            None => {
+                let builds = self
+                    .store
+                    .builds(
+                        project,
+                        None,
+                        u32::try_from(self.limits.retained_builds + 1).unwrap_or(u32::MAX),
+                    )
+                    .await?
+                    .items;
+                let position = builds.iter().position(|b| Some(&b.id) == active.as_ref());
+                position
+                    .and_then(|i| builds.into_iter().nth(i + 1))
+                    .ok_or(ApiError::Conflict {
+                        code: "NO_PREVIOUS_BUILD",
+                        message: "there is no earlier build to roll back to".into(),
+                    })?
+            }
+        };
+        self.store.activate_build(project, &target.id).await?;
+        self.runtime.invalidate(project);
+        Ok(target)
+    }
+
+    /// Deletes objects no retained build refers to.
+    pub async fn collect_garbage(&self) -> Result<usize, ApiError> {
+        let referenced = self.store.referenced_objects().await?;
+        self.blobs
+            .collect_garbage(&referenced, GARBAGE_MIN_AGE)
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))
+    }
+}
+
+/// Releases the deploy lease when the deploy ends, however it ends.
+struct Lease {
+    store: Arc<dyn ControlStore>,
+    project: ProjectId,
+    holder: String,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let (store, project, holder) = (
+            self.store.clone(),
+            self.project.clone(),
+            std::mem::take(&mut self.holder),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = store.end_deploy(&project, &holder).await {
+                tracing::warn!(%project, error = %e, "releasing a deploy lease failed; it expires by itself");
+            }
+        });
+    }
+}
+
+/// The served asset map: content types, and `.br` / `.gz` siblings attached
+/// to the file they compress.
+fn asset_map(extracted: &[ExtractedAsset]) -> BTreeMap<String, Asset> {
+    let mut assets: BTreeMap<String, Asset> = extracted
+        .iter()
+        .map(|a| {
+            let asset = Asset {
+                hash: a.sha256.clone(),
+                size: a.size,
+                content_type: content_type(&a.path),
+                encodings: Vec::new(),
+            };
+            (a.path.clone(), asset)
+        })
+        .collect();
+    for encoding in [ContentEncoding::Br, ContentEncoding::Gzip] {
+        for a in extracted {
+            let Some(base) = a.path.strip_suffix(encoding.extension()) else {
+                continue;
+            };
+            if let Some(original) = assets.get_mut(base) {
+                original.encodings.push(Encoded {
+                    encoding,
+                    hash: a.sha256.clone(),
+                    size: a.size,
+                });
+            }
+        }
+    }
+    assets
+}
+
+/// The `Content-Type` for a path, with a UTF-8 charset for text.
+fn content_type(path: &str) -> String {
+    let mime = mime_guess::from_path(path).first_or_octet_stream();
+    let textual = mime.type_() == mime_guess::mime::TEXT
+        || matches!(
+            mime.essence_str(),
+            "application/javascript" | "application/json" | "image/svg+xml" | "application/xml"
+        );
+    if textual {
+        format!("{}; charset=utf-8", mime.essence_str())
+    } else {
+        mime.essence_str().to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn extracted(path: &str, hash: &str, size: u64) -> ExtractedAsset {
+        ExtractedAsset {
+            path: path.into(),
+            file: PathBuf::new(),
+            size,
+            sha256: hash.into(),
+        }
+    }
+
+    #[test]
+    fn siblings_become_encodings_and_types_are_guessed() {
+        let map = asset_map(&[
+            extracted("/app.js", "a", 100),
+            extracted("/app.js.br", "b", 30),
+            extracted("/app.js.gz", "c", 40),
+            extracted("/orphan.css.br", "d", 5),
+        ]);
+        let js = &map["/app.js"];
+        assert_eq!(js.content_type, "text/javascript; charset=utf-8");
+        let encodings: Vec<_> = js
+            .encodings
+            .iter()
+            .map(|e| (e.encoding, e.hash.as_str()))
+            .collect();
+        assert_eq!(
+            encodings,
+            [(ContentEncoding::Br, "b"), (ContentEncoding::Gzip, "c")]
+        );
+        assert!(
+            map.contains_key("/app.js.br"),
+            "siblings stay requestable themselves"
+        );
+        assert!(map["/orphan.css.br"].encodings.is_empty());
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(content_type("/index.html"), "text/html; charset=utf-8");
+        assert_eq!(content_type("/logo.png"), "image/png");
+        assert_eq!(
+            content_type("/data.json"),
+            "application/json; charset=utf-8"
+        );
+        assert_eq!(content_type("/blob"), "application/octet-stream");
+    }
+}

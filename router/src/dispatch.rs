@@ -1,0 +1,351 @@
+//! The public request path, in order:
+//!
+//! 1. the host: from `Host` / `:authority` (one, agreeing), normalised, and
+//!    equal to the TLS server name if there is one;
+//! 2. the route for the host (cached), else 404 `HOST_NOT_FOUND`;
+//! 3. a suspended project: 503 `PROJECT_SUSPENDED`;
+//! 4. the project's rate and daily quota: 429 with `Retry-After`;
+//! 5. GET/HEAD of a path in the build's assets: the asset;
+//! 6. a build with a component: the sandbox;
+//! 7. GET/HEAD with an SPA fallback: the fallback page;
+//! 8. else the build's not-found page, or 404.
+//!
+//! Every response gets `X-Request-Id`; every request an access-log line and
+//! metrics.
+
+use crate::error::{ApiError, Body};
+use crate::hostname::normalize;
+use crate::node::Node;
+use crate::routing::Route;
+use crate::tenant::Refusal;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use switchyard_runtime::RequestContext;
+
+/// What the connection knows about a request.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    /// The client.
+    pub peer: SocketAddr,
+    /// Whether it arrived over TLS.
+    pub tls: bool,
+    /// The TLS server name it asked for.
+    pub sni: Option<String>,
+}
+
+/// Headers that describe one hop, never forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// A new request id: 128 random bits, hex.
+pub fn new_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Handles one request on a public listener.
+pub async fn handle(node: &Node, request: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
+    let started = Instant::now();
+    let request_id = new_request_id();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let mut project = None;
+    let mut response = match route_and_serve(node, request, conn, &request_id, &mut project).await {
+        Ok(response) => response,
+        Err(error) => {
+            if let Some(detail) = error.detail() {
+                tracing::warn!(request_id, code = error.code(), detail, "request failed");
+            }
+            error.to_response(&request_id)
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    let project_label = project.as_deref().unwrap_or("-").to_owned();
+    tracing::info!(
+        target: "switchyard::access",
+        request_id,
+        %method,
+        path,
+        project = project_label,
+        status,
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+    );
+    let class = match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    metrics::counter!("switchyard_requests_total", "project" => project_label.clone(), "class" => class)
+        .increment(1);
+    metrics::histogram!("switchyard_request_duration_seconds").record(elapsed);
+    if let Some(length) = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    {
+        metrics::counter!("switchyard_response_bytes_total", "project" => project_label)
+            .increment(length);
+    }
+    response
+}
+
+async fn route_and_serve(
+    node: &Node,
+    mut request: Request<Incoming>,
+    conn: &ConnInfo,
+    request_id: &str,
+    project: &mut Option<String>,
+) -> Result<Response<Body>, ApiError> {
+    let host = request_host(request.headers(), request.uri(), conn)?;
+    let route: Arc<Route> = node
+        .routes
+        .resolve(&host)
+        .await?
+        .ok_or(ApiError::HostNotFound)?;
+    *project = Some(route.project.id.to_string());
+    if route.project.suspended {
+        return Err(ApiError::Suspended);
+    }
+    node.limiter
+        .admit(&route.project.id, route.rate)
+        .await
+        .map_err(|refusal| match refusal {
+            Refusal::RateLimited { retry_after } => ApiError::RateLimited { retry_after },
+            Refusal::QuotaExceeded { retry_after } => ApiError::QuotaExceeded { retry_after },
+        })?;
+    let build = route.build.clone().ok_or(ApiError::NotDeployed)?;
+    let manifest = &build.record.manifest;
+    let readable = matches!(*request.method(), Method::GET | Method::HEAD);
+
+    if readable && let Some((path, asset)) = crate::assets::find(manifest, request.uri().path()) {
+        let (method, headers) = (request.method(), request.headers());
+        return node
+            .assets
+            .serve(method, headers, &build, &path, asset, StatusCode::OK)
+            .await;
+    }
+
+    if let Some(spec) = &build.spec {
+        let app = node.app(spec).await?;
+        prepare_for_guest(&mut request, &host, conn);
+        let path = request.uri().path().to_owned();
+        let ctx = RequestContext {
+            request_id: Arc::from(request_id),
+            tls: conn.tls,
+        };
+        let response = app.handle(request, ctx).await?;
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        for (name, value) in build.headers_for(&path) {
+            parts.headers.insert(name.clone(), value.clone());
+        }
+        let body = body
+            .map_err(|e| -> crate::error::BoxError { Box::new(e) })
+            .boxed_unsync();
+        return Ok(Response::from_parts(parts, body));
+    }
+
+    let fallback = if readable {
+        manifest.spa_fallback.as_ref()
+    } else {
+        None
+    };
+    let (page, status) = match (fallback, &manifest.not_found) {
+        (Some(page), _) => (page, StatusCode::OK),
+        (None, Some(page)) => (page, StatusCode::NOT_FOUND),
+        (None, None) => return Err(ApiError::NotFound("page")),
+    };
+    let asset = manifest.assets.get(page).ok_or_else(|| {
+        ApiError::Internal(format!("build {} lacks its page {page}", build.record.id))
+    })?;
+    let method = if *request.method() == Method::HEAD {
+        Method::HEAD
+    } else {
+        Method::GET
+    };
+    node.assets
+        .serve(&method, request.headers(), &build, page, asset, status)
+        .await
+}
+
+/// The request's host, normalised. One `Host`; an authority in the URI
+/// (HTTP/2's `:authority`, or an absolute-form target) must agree with it;
+/// over TLS it must be the name the client asked the certificate for.
+pub fn request_host(
+    headers: &HeaderMap,
+    uri: &http::Uri,
+    conn: &ConnInfo,
+) -> Result<String, ApiError> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let header_host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ApiError::BadRequest("more than one Host header".into()));
+    }
+    let header_host = header_host
+        .map(|v| v.to_str().map(normalize))
+        .transpose()
+        .map_err(|_| ApiError::BadRequest("the Host header is not text".into()))?;
+    let uri_host = uri.authority().map(|a| normalize(a.as_str()));
+    let host = match (uri_host, header_host) {
+        (Some(a), Some(h)) if a != h => {
+            return Err(ApiError::BadRequest(
+                "the Host header and the request authority disagree".into(),
+            ));
+        }
+        (Some(host), _) | (None, Some(host)) => host,
+        (None, None) => return Err(ApiError::BadRequest("the request names no host".into())),
+    };
+    if host.is_empty() || host.contains('@') {
+        return Err(ApiError::BadRequest("the host is malformed".into()));
+    }
+    if let Some(sni) = &conn.sni
+        && normalize(sni) != host
+    {
+        return Err(ApiError::Misdirected);
+    }
+    Ok(host)
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header
+/// names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+/// What the guest sees: no hop-by-hop headers, and `X-Forwarded-*` set by
+/// us (whatever the client sent under those names is dropped).
+fn prepare_for_guest(request: &mut Request<Incoming>, host: &str, conn: &ConnInfo) {
+    let headers = request.headers_mut();
+    strip_hop_by_hop(headers);
+    for name in [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "forwarded",
+    ] {
+        headers.remove(name);
+    }
+    if let Ok(value) = HeaderValue::from_str(&conn.peer.ip().to_string()) {
+        headers.insert("x-forwarded-for", value);
+    }
+    let proto = if conn.tls { "https" } else { "http" };
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    if let Ok(value) = HeaderValue::from_str(host) {
+        headers.insert("x-forwarded-host", value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(sni: Option<&str>) -> ConnInfo {
+        ConnInfo {
+            peer: "127.0.0.1:5000".parse().unwrap(),
+            tls: sni.is_some(),
+            sni: sni.map(str::to_owned),
+        }
+    }
+
+    fn host(pairs: &[(&str, &str)], uri: &str, sni: Option<&str>) -> Result<String, &'static str> {
+        let mut headers = HeaderMap::new();
+        for (k, v) in pairs {
+            headers.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        request_host(&headers, &uri.parse().unwrap(), &conn(sni)).map_err(|e| e.code())
+    }
+
+    #[test]
+    fn host_comes_from_one_agreeing_source() {
+        assert_eq!(
+            host(&[("host", "Shop.Localhost:8080")], "/", None),
+            Ok("shop.localhost".into())
+        );
+        assert_eq!(
+            host(&[], "http://shop.localhost/x", None),
+            Ok("shop.localhost".into())
+        );
+        assert_eq!(
+            host(
+                &[("host", "shop.localhost")],
+                "http://SHOP.localhost:80/x",
+                None
+            ),
+            Ok("shop.localhost".into())
+        );
+        assert_eq!(
+            host(
+                &[("host", "a.localhost"), ("host", "b.localhost")],
+                "/",
+                None
+            ),
+            Err("BAD_REQUEST")
+        );
+        assert_eq!(
+            host(&[("host", "a.localhost")], "http://b.localhost/", None),
+            Err("BAD_REQUEST")
+        );
+        assert_eq!(host(&[], "/", None), Err("BAD_REQUEST"));
+        assert_eq!(
+            host(&[("host", "user@a.localhost")], "/", None),
+            Err("BAD_REQUEST")
+        );
+    }
+
+    #[test]
+    fn host_must_match_the_tls_server_name() {
+        assert_eq!(
+            host(&[("host", "a.example.com")], "/", Some("a.example.com")),
+            Ok("a.example.com".into())
+        );
+        assert_eq!(
+            host(&[("host", "b.example.com")], "/", Some("a.example.com")),
+            Err("MISDIRECTED_REQUEST")
+        );
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut headers = HeaderMap::new();
+        headers.insert("connection", HeaderValue::from_static("close, x-private"));
+        headers.insert("x-private", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers);
+        let left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept"]);
+    }
+}

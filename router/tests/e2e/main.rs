@@ -1,0 +1,15 @@
+//! End-to-end tests of the `switchyard` server: real listeners on port 0,
+//! real HTTP, real components, deploys over the admin API (and the CLI).
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failure is a failed test"
+)]
+
+mod assets;
+mod cli;
+mod common;
+mod controls;
+mod crash;
+mod deploys;
+mod listeners;
