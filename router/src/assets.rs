@@ -40,7 +40,9 @@ pub fn find<'m>(manifest: &'m BuildManifest, path: &str) -> Option<(String, &'m 
         .find_map(|p| manifest.assets.get(&p).map(|asset| (p, asset)))
 }
 
-fn percent_decode(path: &str) -> Option<String> {
+/// The path as rules and the asset manifest see it: percent-decoded. `None`
+/// if it does not decode to UTF-8.
+pub fn percent_decode(path: &str) -> Option<String> {
     let bytes = path.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -205,13 +207,17 @@ fn choose_encoding<'a>(asset: &'a Asset, request: &HeaderMap) -> Option<&'a crat
         return None;
     }
     let accepted = accepted_encodings(request);
+    // A coding named explicitly decides (`br;q=0` refuses brotli even with
+    // `*`); otherwise `*` does.
+    let quality = |token: &str| {
+        let named = accepted.iter().find(|(t, _)| t == token);
+        named
+            .or_else(|| accepted.iter().find(|(t, _)| t == "*"))
+            .map_or(0.0, |(_, q)| *q)
+    };
     [ContentEncoding::Br, ContentEncoding::Gzip]
         .into_iter()
-        .filter(|e| {
-            accepted
-                .iter()
-                .any(|(token, q)| *q > 0.0 && (token == e.token() || token == "*"))
-        })
+        .filter(|e| quality(e.token()) > 0.0)
         .find_map(|e| asset.encodings.iter().find(|x| x.encoding == e))
 }
 
@@ -342,6 +348,9 @@ mod tests {
         assert_eq!(pick("br;q=0, gzip;q=0.5"), Some(ContentEncoding::Gzip));
         assert_eq!(pick("identity"), None);
         assert_eq!(pick("*"), Some(ContentEncoding::Br));
+        assert_eq!(pick("br;q=0, *"), Some(ContentEncoding::Gzip));
+        assert_eq!(pick("*;q=0, gzip"), Some(ContentEncoding::Gzip));
+        assert_eq!(pick("br;q=0, gzip;q=0, *"), None);
         assert_eq!(choose_encoding(&asset, &headers(&[])), None);
     }
 

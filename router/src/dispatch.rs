@@ -146,7 +146,9 @@ async fn route_and_serve(
     if let Some(spec) = &build.spec {
         let app = node.app(spec).await?;
         prepare_for_guest(&mut request, &host, conn);
-        let path = request.uri().path().to_owned();
+        // Rules match the decoded path, as for assets: `/%61dmin` is `/admin`.
+        let raw = request.uri().path();
+        let path = crate::assets::percent_decode(raw).unwrap_or_else(|| raw.to_owned());
         let ctx = RequestContext {
             request_id: Arc::from(request_id),
             tls: conn.tls,
@@ -247,12 +249,17 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 fn prepare_for_guest(request: &mut Request<Incoming>, host: &str, conn: &ConnInfo) {
     let headers = request.headers_mut();
     strip_hop_by_hop(headers);
-    for name in [
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "forwarded",
-    ] {
+    // Every client-sent claim about the connection goes, not only the three
+    // names set below (`X-Forwarded-Port`, `-Prefix`, `X-Real-IP`, …).
+    let claims: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            name.starts_with("x-forwarded-") || name == "forwarded" || name == "x-real-ip"
+        })
+        .cloned()
+        .collect();
+    for name in claims {
         headers.remove(name);
     }
     if let Ok(value) = HeaderValue::from_str(&conn.peer.ip().to_string()) {

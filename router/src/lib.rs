@@ -13,6 +13,7 @@ pub mod deploy;
 pub mod dispatch;
 pub mod error;
 pub mod hostname;
+pub mod idle;
 pub mod metrics;
 pub mod node;
 pub mod routing;

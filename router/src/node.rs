@@ -71,6 +71,9 @@ pub struct Node {
     pub started: Instant,
     /// One compile at a time per component when an artifact is missing.
     recompiling: moka::future::Cache<ComponentId, ()>,
+    /// Held while a project is created or deleted, so that clearing the
+    /// data of a deleted id never races a create of that id.
+    pub project_lifecycle: tokio::sync::Mutex<()>,
 }
 
 impl Node {
@@ -131,6 +134,7 @@ impl Node {
             limiter: Arc::new(LocalLimiter::default()),
             auth: Authenticator::new(&admin_token, store.clone()),
             recompiling: moka::future::Cache::new(10_000),
+            project_lifecycle: tokio::sync::Mutex::new(()),
             started: Instant::now(),
             admin_token_source,
             node_id,

@@ -7,6 +7,7 @@
 use crate::config::HttpConfig;
 use crate::dispatch::ConnInfo;
 use crate::error::Body;
+use crate::idle::{Activity, IdleTimeout, InFlight};
 use futures::future::BoxFuture;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -18,10 +19,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
-use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 
 /// Handles one request of a connection.
@@ -88,6 +88,7 @@ pub async fn accept_loop(
         tokio::spawn(async move {
             let _permit = permit;
             let idle = Duration::from_millis(http.idle_timeout_ms);
+            let activity = Activity::new();
             match tls {
                 None => {
                     let conn = ConnInfo {
@@ -97,10 +98,11 @@ pub async fn accept_loop(
                     };
                     serve(
                         &builder,
-                        IdleTimeout::new(stream, idle),
+                        IdleTimeout::new(stream, idle, activity.clone()),
                         conn,
                         handler,
                         watcher,
+                        activity,
                     )
                     .await;
                 }
@@ -126,10 +128,11 @@ pub async fn accept_loop(
                     };
                     serve(
                         &builder,
-                        IdleTimeout::new(stream, idle),
+                        IdleTimeout::new(stream, idle, activity.clone()),
                         conn,
                         handler,
                         watcher,
+                        activity,
                     )
                     .await;
                 }
@@ -176,13 +179,23 @@ async fn serve<I>(
     conn: ConnInfo,
     handler: Handler,
     watcher: hyper_util::server::graceful::Watcher,
+    activity: Arc<Activity>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = conn.peer;
     let service = hyper::service::service_fn(move |request| {
-        let (handler, conn) = (handler.clone(), conn.clone());
-        async move { Ok::<_, Infallible>(handler(request, conn).await) }
+        let (handler, conn, activity) = (handler.clone(), conn.clone(), activity.clone());
+        async move {
+            let handling = activity.handler();
+            let response = handler(request, conn).await;
+            let sending = activity.streaming();
+            drop(handling);
+            Ok::<_, Infallible>(response.map(|body| Sending {
+                body,
+                in_flight: Some(sending),
+            }))
+        }
     });
     let connection = builder
         .serve_connection(TokioIo::new(io), service)
@@ -192,104 +205,35 @@ async fn serve<I>(
     }
 }
 
-/// Closes a connection on which no byte has moved, either way, for `idle`.
-struct IdleTimeout<T> {
-    inner: T,
-    idle: Duration,
-    timer: Pin<Box<Sleep>>,
+/// A response body, marked as being sent (for the idle timeout) until its
+/// last frame.
+struct Sending {
+    body: Body,
+    in_flight: Option<InFlight>,
 }
 
-impl<T> IdleTimeout<T> {
-    fn new(inner: T, idle: Duration) -> Self {
-        IdleTimeout {
-            inner,
-            idle,
-            timer: Box::pin(tokio::time::sleep(idle)),
+impl http_body::Body for Sending {
+    type Data = bytes::Bytes;
+    type Error = crate::error::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None | Some(Err(_)))) {
+            this.in_flight = None;
         }
+        frame
     }
 
-    fn activity(&mut self) {
-        let deadline = Instant::now() + self.idle;
-        self.timer.as_mut().reset(deadline);
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
     }
 
-    /// Counts bytes written as activity; a write stuck for the idle time
-    /// fails.
-    fn wrote(
-        &mut self,
-        cx: &mut Context<'_>,
-        written: Poll<io::Result<usize>>,
-    ) -> Poll<io::Result<usize>> {
-        match written {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    self.activity();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Pending if self.expired(cx) => Poll::Ready(Err(idle_error())),
-            other => other,
-        }
-    }
-
-    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        self.timer.as_mut().poll(cx).is_ready()
-    }
-}
-
-fn idle_error() -> io::Error {
-    io::Error::new(io::ErrorKind::TimedOut, "connection idle for too long")
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for IdleTimeout<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before {
-                    self.activity();
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Pending if self.expired(cx) => Poll::Ready(Err(idle_error())),
-            other => other,
-        }
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.wrote(cx, written)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.wrote(cx, written)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -302,28 +246,4 @@ pub async fn bind(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    #[tokio::test]
-    async fn idle_connections_are_closed_and_active_ones_are_not() {
-        let (client, server) = tokio::io::duplex(64);
-        let mut server = IdleTimeout::new(server, Duration::from_millis(100));
-        let mut client = client;
-        // Activity keeps it open past the idle time.
-        for _ in 0..3 {
-            tokio::time::sleep(Duration::from_millis(60)).await;
-            client.write_all(b"x").await.unwrap();
-            let mut byte = [0u8; 1];
-            server.read_exact(&mut byte).await.unwrap();
-        }
-        // Silence closes it.
-        let mut byte = [0u8; 1];
-        let err = server.read(&mut byte).await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-    }
 }

@@ -23,6 +23,9 @@ pub enum CertError {
     /// The certificate is not valid for the hostname it is meant for.
     #[error("the certificate is not valid for `{0}`")]
     WrongName(String),
+    /// The stored certificates could not be read.
+    #[error("cannot read certificates from the control store: {0}")]
+    Store(String),
 }
 
 /// Parses a PEM chain and key, checks the key belongs to the certificate and
@@ -81,7 +84,8 @@ struct Certs {
 
 impl CertResolver {
     /// Rebuilds the set from the config's files and the store. A file that
-    /// fails is an error (the operator's config is wrong); a stored
+    /// fails is an error (the operator's config is wrong), and so is a
+    /// control store that cannot be read (the current set stays); a stored
     /// certificate that fails is skipped with a warning.
     pub async fn reload(
         &self,
@@ -102,22 +106,23 @@ impl CertResolver {
             let (cert, key) = read_files(files)?;
             certs.default = Some(Arc::new(certified_key(&cert, &key, None)?));
         }
-        match store.certificates().await {
-            Ok(stored) => {
-                for record in stored {
-                    match certified_key(&record.cert_pem, &record.key_pem, Some(&record.hostname)) {
-                        Ok(key) => {
-                            certs
-                                .by_name
-                                .insert(record.hostname.to_string(), Arc::new(key));
-                        }
-                        Err(e) => {
-                            tracing::warn!(hostname = %record.hostname, error = %e, "skipping a stored certificate")
-                        }
-                    }
+        // Without the stored set, keep serving the current one rather than
+        // dropping every uploaded certificate.
+        let stored = store
+            .certificates()
+            .await
+            .map_err(|e| CertError::Store(e.to_string()))?;
+        for record in stored {
+            match certified_key(&record.cert_pem, &record.key_pem, Some(&record.hostname)) {
+                Ok(key) => {
+                    certs
+                        .by_name
+                        .insert(record.hostname.to_string(), Arc::new(key));
+                }
+                Err(e) => {
+                    tracing::warn!(hostname = %record.hostname, error = %e, "skipping a stored certificate")
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot read certificates from the control store"),
         }
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = certs;
         Ok(())

@@ -151,6 +151,11 @@ impl LogRegistry {
         self.projects.get(project)
     }
 
+    /// Drops `project`'s log: requests that start later get a new, empty one.
+    pub(crate) fn remove(&self, project: &ProjectId) {
+        self.projects.invalidate(project);
+    }
+
     /// A new request's share of `project`'s log.
     pub(crate) fn request(&self, project: &ProjectId, request_id: Arc<str>) -> Arc<RequestLog> {
         RequestLog::new(

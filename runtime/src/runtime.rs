@@ -3,7 +3,7 @@
 
 use crate::app::{App, AppSpec, guest_env};
 use crate::artifacts::ArtifactCache;
-use crate::backend::kv::KvBackend;
+use crate::backend::kv::{KvBackend, KvBackendError};
 use crate::config::RuntimeConfig;
 use crate::engine::{EpochTicker, build_engine};
 use crate::error::{LoadError, StartError};
@@ -126,6 +126,15 @@ impl Runtime {
         let _ = self
             .apps
             .invalidate_entries_if(move |(p, _), _| *p == project);
+    }
+
+    /// Drops everything the sandbox keeps for `project` — cached apps, its
+    /// log and its kv data — so that a project created later under the same
+    /// id starts with none of it.
+    pub async fn forget_project(&self, project: &ProjectId) -> Result<(), KvBackendError> {
+        self.invalidate(project);
+        self.logs.remove(project);
+        self.kv.purge(project).await.map(|_| ())
     }
 
     /// The captured stdout/stderr of `project`, if it has logged anything.

@@ -51,6 +51,7 @@ pub(crate) async fn put(mut call: Call<'_>) -> Result<Response<Body>, ApiError> 
             code: "CERTIFICATE_NAME_MISMATCH",
             message: e.to_string(),
         },
+        CertError::Store(detail) => ApiError::Unavailable(detail),
     })?;
     let record = CertificateRecord {
         hostname,

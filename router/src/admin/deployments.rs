@@ -3,6 +3,7 @@
 use super::{Call, ok, page};
 use crate::build::BuildRecord;
 use crate::error::{ApiError, Body};
+use crate::store::StoreError;
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 use serde::Deserialize;
@@ -45,7 +46,11 @@ pub(crate) async fn list(call: Call<'_>) -> Result<Response<Body>, ApiError> {
         .store
         .builds(&id, cursor.as_deref(), limit)
         .await
-        .map_err(|_| ApiError::BadRequest("invalid cursor".into()))?;
+        .map_err(|e| match e {
+            // The only thing a listing does not find is its cursor.
+            StoreError::NotFound => ApiError::BadRequest("invalid cursor".into()),
+            other => other.into(),
+        })?;
     let items = builds
         .items
         .iter()

@@ -194,9 +194,10 @@ impl Call<'_> {
     pub async fn json<T: DeserializeOwned>(&mut self) -> Result<T, ApiError> {
         let body = self.take_body()?;
         let limited = http_body_util::Limited::new(body, MAX_JSON_BYTES as usize);
-        let bytes = limited
-            .collect()
+        let collected = tokio::time::timeout(crate::idle::BODY_STALL_TIMEOUT, limited.collect())
             .await
+            .map_err(|_| ApiError::BadRequest("the request body stalled".into()))?;
+        let bytes = collected
             .map_err(|e| {
                 ApiError::PayloadTooLarge(format!(
                     "the JSON body is over {MAX_JSON_BYTES} bytes or broken: {e}"

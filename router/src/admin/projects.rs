@@ -66,7 +66,17 @@ pub(crate) async fn create(mut call: Call<'_>) -> Result<Response<Body>, ApiErro
         code: "INVALID_PROJECT_ID",
         message: e.to_string(),
     })?;
-    let project = call.node.store.create_project(&id).await?;
+    let node = call.node;
+    let _lifecycle = node.project_lifecycle.lock().await;
+    if node.store.project(&id).await?.is_none() {
+        // A project deleted earlier under this id may have left kv data
+        // behind (its purge failed, or its last requests wrote after it).
+        node.runtime
+            .forget_project(&id)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("clearing the kv data of {id}: {e}")))?;
+    }
+    let project = node.store.create_project(&id).await?;
     ok(StatusCode::CREATED, view(&call, &project))
 }
 
@@ -79,8 +89,17 @@ pub(crate) async fn get(call: Call<'_>) -> Result<Response<Body>, ApiError> {
 pub(crate) async fn delete(call: Call<'_>) -> Result<Response<Body>, ApiError> {
     call.principal.require_admin()?;
     let id = call.project(0)?;
-    if !call.node.store.delete_project(&id).await? {
+    let node = call.node;
+    let _lifecycle = node.project_lifecycle.lock().await;
+    if !node.store.delete_project(&id).await? {
         return Err(ApiError::NotFound("project"));
+    }
+    // Stop routing to it now, not when the change notice arrives.
+    node.routes.invalidate_all();
+    // Its kv data and log go too; if the kv store fails now, creating a
+    // project with this id clears them first.
+    if let Err(e) = node.runtime.forget_project(&id).await {
+        tracing::warn!(project = %id, error = %e, "could not clear a deleted project's kv data");
     }
     ok(
         StatusCode::OK,

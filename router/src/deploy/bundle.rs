@@ -55,7 +55,8 @@ fn refuse(code: &'static str, message: impl Into<String>) -> ApiError {
     }
 }
 
-/// Writes the request body to `dest`, refusing (413) past `max` bytes.
+/// Writes the request body to `dest`, refusing (413) past `max` bytes, and
+/// giving up on an upload that stalls.
 pub async fn receive<B>(mut body: B, dest: &Path, max: u64) -> Result<u64, ApiError>
 where
     B: Body<Data = bytes::Bytes> + Unpin,
@@ -65,7 +66,11 @@ where
         .await
         .map_err(|e| ApiError::Internal(format!("cannot create {}: {e}", dest.display())))?;
     let mut received = 0u64;
-    while let Some(frame) = body.frame().await {
+    loop {
+        let next = tokio::time::timeout(crate::idle::BODY_STALL_TIMEOUT, body.frame())
+            .await
+            .map_err(|_| ApiError::BadRequest("the upload stalled".into()))?;
+        let Some(frame) = next else { break };
         let frame =
             frame.map_err(|e| ApiError::BadRequest(format!("the upload broke off: {e}")))?;
         let Ok(mut data) = frame.into_data() else {
@@ -108,12 +113,71 @@ pub fn extract(
     read_archive(reader, scratch, limits)
 }
 
+/// Tar's own bytes beyond the files' contents: headers, padding, PAX
+/// records and long names, allowed per entry.
+const ARCHIVE_OVERHEAD_PER_ENTRY: u64 = 4096;
+
+/// The most bytes a valid bundle can unpack to: every cap at its limit, plus
+/// tar's overhead. Reading stops there, so a bundle that decompresses (or
+/// declares metadata) without end costs at most this much work.
+fn max_unpacked_bytes(limits: &DeployConfig) -> u64 {
+    let entries = (limits.max_assets + EXTRA_ENTRIES) as u64;
+    limits
+        .max_total_asset_bytes
+        .saturating_add(limits.max_component_bytes)
+        .saturating_add(MAX_MANIFEST_BYTES as u64)
+        .saturating_add(entries.saturating_mul(ARCHIVE_OVERHEAD_PER_ENTRY))
+}
+
+/// A reader that fails once more than `remaining` bytes have come through,
+/// and remembers that it did (tar wraps the error it returns).
+struct Capped<R> {
+    inner: R,
+    remaining: u64,
+    tripped: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.remaining == 0 {
+            // Only an error if there is more to read.
+            let mut probe = [0u8; 1];
+            if self.inner.read(&mut probe)? == 0 {
+                return Ok(0);
+            }
+            self.tripped.set(true);
+            return Err(std::io::Error::other(
+                "the bundle unpacks to too many bytes",
+            ));
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
 fn read_archive(
     reader: impl Read,
     scratch: &Path,
     limits: &DeployConfig,
 ) -> Result<Extracted, ApiError> {
+    let max_unpacked = max_unpacked_bytes(limits);
+    let tripped = std::rc::Rc::new(std::cell::Cell::new(false));
+    let reader = Capped {
+        inner: reader,
+        remaining: max_unpacked,
+        tripped: tripped.clone(),
+    };
     let corrupt = |e: std::io::Error| {
+        if tripped.get() {
+            return refuse(
+                "DEPLOYMENT_TOO_LARGE",
+                format!("the bundle unpacks to more than {max_unpacked} bytes"),
+            );
+        }
         refuse(
             "BUNDLE_INVALID",
             format!("the bundle is not a valid tar archive: {e}"),
@@ -158,7 +222,8 @@ fn read_archive(
                 format!("`{name}` appears twice in the bundle"),
             ));
         }
-        let declared = entry.header().size().map_err(corrupt)?;
+        // The entry's real size: a PAX `size` record overrides the header's.
+        let declared = entry.size();
 
         match name.as_str() {
             "switchyard.toml" => {
@@ -168,9 +233,9 @@ fn read_archive(
                         format!("switchyard.toml is larger than {MAX_MANIFEST_BYTES} bytes"),
                     ));
                 }
-                let mut text = String::new();
-                entry
-                    .read_to_string(&mut text)
+                let bytes =
+                    read_at_most(&mut entry, MAX_MANIFEST_BYTES as u64).map_err(&corrupt)?;
+                let text = String::from_utf8(bytes)
                     .map_err(|_| refuse("INVALID_MANIFEST", "switchyard.toml is not UTF-8 text"))?;
                 manifest_text = Some(text);
             }
@@ -184,9 +249,8 @@ fn read_archive(
                         ),
                     ));
                 }
-                let mut bytes = Vec::with_capacity(usize::try_from(declared).unwrap_or(0));
-                entry.read_to_end(&mut bytes).map_err(corrupt)?;
-                component = Some(bytes);
+                component =
+                    Some(read_at_most(&mut entry, limits.max_component_bytes).map_err(&corrupt)?);
             }
             other => {
                 let Some(relative) = other.strip_prefix("assets/") else {
@@ -225,7 +289,8 @@ fn read_archive(
                     ));
                 }
                 let file = scratch.join(format!("asset-{}", assets.len()));
-                let (size, sha256) = copy_hashed(&mut entry, &file, limits.max_asset_bytes)?;
+                let (size, sha256) =
+                    copy_hashed(&mut entry, &file, limits.max_asset_bytes, &corrupt)?;
                 assets.push(ExtractedAsset {
                     path,
                     file,
@@ -253,9 +318,9 @@ fn read_archive(
     })
 }
 
-/// The entry's name as `a/b/c`: UTF-8, relative, no `..`, no empty or `.`
-/// segments after a leading `./` is dropped, no backslashes or control
-/// characters.
+/// The entry's name as `a/b/c`: UTF-8, relative, no `..` or `.` segments
+/// after a leading `./` is dropped, no backslashes or control characters
+/// (empty segments are refused as `//` by [`check_asset_path`]).
 fn entry_name(raw: &[u8]) -> Result<String, ApiError> {
     let refused = |why: &str| {
         let shown: String = String::from_utf8_lossy(raw)
@@ -274,23 +339,42 @@ fn entry_name(raw: &[u8]) -> Result<String, ApiError> {
     if name.split('/').any(|segment| segment == "..") {
         return Err(refused("paths may not escape the bundle (`..`)"));
     }
+    if name.split('/').any(|segment| segment == ".") {
+        return Err(refused("paths may not contain `.` segments"));
+    }
     if name.contains('\\') || name.chars().any(char::is_control) {
         return Err(refused("paths may not contain `\\` or control characters"));
     }
     Ok(name.to_owned())
 }
 
+/// Reads all of `entry`, which its header says is at most `max` bytes: a
+/// wrong header cannot make this read more.
+fn read_at_most(entry: &mut impl Read, max: u64) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    entry.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(std::io::Error::other(
+            "an entry is longer than its header says",
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Copies `from` into a new file, hashing it, never more than `max` bytes.
-fn copy_hashed(from: &mut impl Read, to: &Path, max: u64) -> Result<(u64, String), ApiError> {
+fn copy_hashed(
+    from: &mut impl Read,
+    to: &Path,
+    max: u64,
+    corrupt: &impl Fn(std::io::Error) -> ApiError,
+) -> Result<(u64, String), ApiError> {
     let io = |e: std::io::Error| ApiError::Internal(format!("cannot write a scratch file: {e}"));
     let mut out = std::fs::File::create(to).map_err(io)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut size = 0u64;
     loop {
-        let n = from
-            .read(&mut buf)
-            .map_err(|e| refuse("BUNDLE_INVALID", format!("the bundle is corrupt: {e}")))?;
+        let n = from.read(&mut buf).map_err(corrupt)?;
         if n == 0 {
             break;
         }
@@ -420,6 +504,10 @@ mod tests {
             "INVALID_ASSET_PATH"
         );
         assert_eq!(
+            code_of(&[MANIFEST, ("assets/./a", b"x", FILE)]),
+            "ARCHIVE_PATH_REFUSED"
+        );
+        assert_eq!(
             code_of(&[
                 MANIFEST,
                 ("assets/a", b"1", FILE),
@@ -439,6 +527,66 @@ mod tests {
             run(b"definitely not tar").unwrap_err().code(),
             "BUNDLE_INVALID"
         );
+    }
+
+    /// An archive whose entries' real sizes are in PAX `size` records while
+    /// their ustar headers say 0.
+    fn pax_sized(entries: &[(&str, usize)]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut manifest = tar::Header::new_ustar();
+        manifest.set_path("switchyard.toml").unwrap();
+        manifest.set_size(0);
+        manifest.set_cksum();
+        builder.append(&manifest, &b""[..]).unwrap();
+        for (name, size) in entries {
+            let size_record = size.to_string();
+            builder
+                .append_pax_extensions([("size", size_record.as_bytes())])
+                .unwrap();
+            let mut header = tar::Header::new_ustar();
+            header.set_path(name).unwrap();
+            header.set_size(0);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder.append(&header, &b""[..]).unwrap();
+            let padded = size.div_ceil(512) * 512;
+            builder.get_mut().extend(std::iter::repeat_n(b'x', *size));
+            builder
+                .get_mut()
+                .extend(std::iter::repeat_n(0, padded - size));
+        }
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn pax_sizes_are_held_to_the_caps() {
+        let code = |entries: &[(&str, usize)]| run(&pax_sized(entries)).unwrap_err().code();
+        // What tar reads for these entries is the PAX size, not the header's 0.
+        assert_eq!(code(&[("app.wasm", 1000)]), "COMPONENT_TOO_LARGE");
+        assert_eq!(code(&[("assets/a", 101)]), "ASSET_TOO_LARGE");
+        assert_eq!(
+            code(&[("assets/a", 90), ("assets/b", 90)]),
+            "DEPLOYMENT_TOO_LARGE"
+        );
+        let ok = run(&pax_sized(&[("assets/a", 90)])).unwrap();
+        assert_eq!(ok.assets[0].size, 90);
+    }
+
+    #[test]
+    fn unpacking_stops_at_the_bundles_largest_possible_size() {
+        // A directory entry carrying 64 MiB of zeros: tiny gzipped, far more
+        // than a bundle within these limits can unpack to.
+        let zeros = vec![0u8; 64 * 1024 * 1024];
+        let tar = archive(&[MANIFEST, ("assets/", &zeros, tar::EntryType::Directory)]);
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gzip.write_all(&tar).unwrap();
+        let gzip = gzip.finish().unwrap();
+        assert!(gzip.len() < 1024 * 1024);
+        let dir = tempfile::tempdir().unwrap();
+        let decoder = flate2::read::GzDecoder::new(gzip.as_slice());
+        let err = read_archive(decoder, dir.path(), &limits()).unwrap_err();
+        assert_eq!(err.code(), "DEPLOYMENT_TOO_LARGE", "{err}");
+        assert!(max_unpacked_bytes(&limits()) < zeros.len() as u64);
     }
 
     #[test]

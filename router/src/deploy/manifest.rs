@@ -226,15 +226,18 @@ pub fn check_env_name(name: &str) -> Result<(), ApiError> {
 /// Longest asset path, in bytes.
 pub const MAX_ASSET_PATH: usize = 500;
 
-/// An asset path: starts with `/`, at most 500 bytes, no `..` segment, no
+/// An asset path: starts with `/`, at most 500 bytes, no `.` or `..` segment, no
 /// `\`, no control characters, no `//`.
 pub fn check_asset_path(path: &str) -> Result<(), ApiError> {
     let why = if !path.starts_with('/') {
         Some("must start with /")
     } else if path.len() > MAX_ASSET_PATH {
         Some("is longer than 500 bytes")
-    } else if path.split('/').any(|segment| segment == "..") {
-        Some("may not contain `..`")
+    } else if path
+        .split('/')
+        .any(|segment| segment == ".." || segment == ".")
+    {
+        Some("may not contain `.` or `..` segments")
     } else if path.contains('\\') {
         Some("may not contain `\\`")
     } else if path.chars().any(char::is_control) {

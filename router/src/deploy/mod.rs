@@ -13,6 +13,9 @@
 //!
 //! A crash before 6 leaves only scratch files (removed at startup),
 //! unreferenced objects (removed by garbage collection) and an expired lease.
+//! The commit checks the lease is still this deploy's, and garbage
+//! collection waits for deploys between steps 5 and 6. (That guard is
+//! per node: object storage shared by several nodes needs a store-wide one.)
 
 pub mod bundle;
 pub mod manifest;
@@ -61,6 +64,11 @@ pub struct Deployer {
     /// Identifies this process's leases: `<node id>:<pid>:`.
     holder_prefix: String,
     compile_slots: Semaphore,
+    /// Deploys hold it shared from storing their first object until their
+    /// build is committed; garbage collection holds it exclusively. So an
+    /// object a deploy found already stored (and so did not write) cannot
+    /// be collected before the build that refers to it is committed.
+    objects_in_use: tokio::sync::RwLock<()>,
 }
 
 impl Deployer {
@@ -81,6 +89,7 @@ impl Deployer {
     ) -> Self {
         Deployer {
             compile_slots: Semaphore::new(limits.compile_concurrency),
+            objects_in_use: tokio::sync::RwLock::new(()),
             holder_prefix: format!("{node_id}:{}:", std::process::id()),
             store,
             blobs,
@@ -123,7 +132,7 @@ impl Deployer {
         self.store
             .begin_deploy(project, &holder, LEASE_TTL_MS)
             .await?;
-        let _lease = Lease {
+        let lease = Lease {
             store: self.store.clone(),
             project: project.clone(),
             holder,
@@ -156,7 +165,14 @@ impl Deployer {
                     .acquire()
                     .await
                     .map_err(|e| ApiError::Internal(e.to_string()))?;
-                let id = self.runtime.compile(&bytes).await?;
+                Some((self.runtime.compile(&bytes).await?, bytes))
+            }
+            None => None,
+        };
+
+        let _objects = self.objects_in_use.read().await;
+        let component = match component {
+            Some((id, bytes)) => {
                 self.blobs
                     .put_component(&id, Bytes::from(bytes))
                     .await
@@ -191,7 +207,7 @@ impl Deployer {
                 limits: manifest.limits,
             },
         };
-        self.store.commit_build(&record).await?;
+        self.store.commit_build(&record, &lease.holder).await?;
         self.runtime.invalidate(project);
         if let Err(e) = self
             .store
@@ -248,6 +264,8 @@ impl Deployer {
 
     /// Deletes objects no retained build refers to.
     pub async fn collect_garbage(&self) -> Result<usize, ApiError> {
+        // Waits for deploys between storing objects and committing.
+        let _objects = self.objects_in_use.write().await;
         let referenced = self.store.referenced_objects().await?;
         self.blobs
             .collect_garbage(&referenced, GARBAGE_MIN_AGE)

@@ -208,9 +208,10 @@ async fn builds_commit_activate_and_prune(store: &dyn ControlStore) {
     let id = fresh("builds");
     store.create_project(&id).await.unwrap();
     let mut ids = Vec::new();
+    store.begin_deploy(&id, "node-a:1", 60_000).await.unwrap();
     for n in 0..4 {
         let build = build(&id, &format!("{n:064x}"));
-        store.commit_build(&build).await.unwrap();
+        store.commit_build(&build, "node-a:1").await.unwrap();
         assert_eq!(
             store.project(&id).await.unwrap().unwrap().active_build,
             Some(build.id.clone())
@@ -221,6 +222,21 @@ async fn builds_commit_activate_and_prune(store: &dyn ControlStore) {
         );
         ids.push(build.id);
     }
+
+    // Only the lease's holder commits.
+    let late = build(&id, &format!("{:064x}", 9));
+    for holder in ["node-b:1", ""] {
+        assert!(matches!(
+            store.commit_build(&late, holder).await,
+            Err(StoreError::Conflict {
+                code: "DEPLOY_LEASE_LOST",
+                ..
+            })
+        ));
+    }
+    store.end_deploy(&id, "node-a:1").await.unwrap();
+    assert!(store.commit_build(&late, "node-a:1").await.is_err());
+    assert_eq!(store.build(&id, &late.id).await.unwrap(), None);
 
     let page = store.builds(&id, None, 3).await.unwrap();
     let newest: Vec<_> = page.items.iter().map(|b| b.id.clone()).collect();

@@ -197,8 +197,10 @@ pub trait ControlStore: Send + Sync + 'static {
     /// Releases every lease whose holder starts with `prefix` (a restarted
     /// node clearing its own).
     async fn release_deploys(&self, holder_prefix: &str) -> Result<(), StoreError>;
-    /// Records a build and, in the same transaction, makes it the active one.
-    async fn commit_build(&self, build: &BuildRecord) -> Result<(), StoreError>;
+    /// Records a build and, in the same transaction, makes it the active one
+    /// — if `holder` still holds the project's deploy lease; otherwise
+    /// `Conflict(DEPLOY_LEASE_LOST)` and nothing changes.
+    async fn commit_build(&self, build: &BuildRecord, holder: &str) -> Result<(), StoreError>;
     /// One build.
     async fn build(
         &self,

@@ -495,12 +495,28 @@ impl ControlStore for SqliteControlStore {
             .await
     }
 
-    async fn commit_build(&self, build: &BuildRecord) -> Result<(), StoreError> {
+    async fn commit_build(&self, build: &BuildRecord, holder: &str) -> Result<(), StoreError> {
         let build = build.clone();
+        let holder = holder.to_owned();
         let manifest = serde_json::to_string(&build.manifest)?;
         self.project_change(&build.project.clone(), move |conn, id| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             exists(&tx, id)?;
+            let current: Option<String> = tx
+                .query_row(
+                    "SELECT holder FROM deploy_leases WHERE project = ?1",
+                    [id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if current.as_deref() != Some(holder.as_str()) {
+                return Err(StoreError::Conflict {
+                    code: "DEPLOY_LEASE_LOST",
+                    message: "this deploy took too long and another deploy of the project \
+                              took over; it was not activated"
+                        .into(),
+                });
+            }
             let seq: i64 = tx.query_row(
                 "SELECT COALESCE(MAX(seq), 0) + 1 FROM builds WHERE project = ?1",
                 [id],

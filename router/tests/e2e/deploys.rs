@@ -487,6 +487,36 @@ async fn every_refused_deploy_has_its_code_and_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_project_created_again_under_a_deleted_id_starts_empty() {
+    let server = TestServer::start().await;
+    server.deploy_component("blog", artifacts::HOSTILE).await;
+    assert_eq!(
+        server.get("blog.localhost", "/log-flood?kb=1").await.status,
+        200
+    );
+    server.deploy_component("blog", artifacts::COUNTER).await;
+    for _ in 0..2 {
+        server.get("blog.localhost", "/visits/home").await;
+    }
+    let (_, logs) = server.admin("GET", "/v1/projects/blog/logs", None).await;
+    assert!(!logs["data"]["records"].as_array().unwrap().is_empty());
+
+    let (status, _) = server.admin("DELETE", "/v1/projects/blog", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        server.get("blog.localhost", "/").await.code(),
+        "HOST_NOT_FOUND"
+    );
+
+    // Another tenant gets the id: none of the first one's kv data or log.
+    server.deploy_component("blog", artifacts::COUNTER).await;
+    let visits = server.get("blog.localhost", "/visits/home").await.json();
+    assert_eq!(visits["visits"], 1, "{visits}");
+    let (_, logs) = server.admin("GET", "/v1/projects/blog/logs", None).await;
+    assert_eq!(logs["data"]["records"], serde_json::json!([]), "{logs}");
+}
+
+#[tokio::test]
 async fn concurrent_deploys_to_one_project_one_wins_the_other_gets_409() {
     let server = TestServer::start().await;
     server

@@ -257,6 +257,9 @@ mod tests {
         async fn usage(&self, ns: &ProjectId) -> Result<u64, KvBackendError> {
             self.0.usage(ns).await
         }
+        async fn purge(&self, ns: &ProjectId) -> Result<u64, KvBackendError> {
+            self.0.purge(ns).await
+        }
     }
 
     fn tenant(project: &str, limits: Limits, kv: Arc<dyn KvBackend>) -> TenantCtx {

@@ -26,6 +26,7 @@ pub async fn kv_contract(kv: &dyn KvBackend) {
     list_keys_by_prefix_in_pages(kv).await;
     quota_is_enforced_and_accounted(kv).await;
     expired_keys_free_their_quota(kv).await;
+    purge_empties_one_namespace(kv).await;
 }
 
 /// What a key with a value of `value_len` bytes counts against a quota.
@@ -355,4 +356,33 @@ async fn expired_keys_free_their_quota(kv: &dyn KvBackend) {
     wait_until_expired(kv, &ns, "old", Duration::from_secs(5)).await;
     kv.set(&ns, "new", vec![0; 97], None, quota).await.unwrap();
     assert_eq!(kv.get(&ns, "new").await.unwrap().map(|v| v.len()), Some(97));
+}
+
+async fn purge_empties_one_namespace(kv: &dyn KvBackend) {
+    let gone = fresh_ns("purged");
+    let kept = fresh_ns("kept");
+    for ns in [&gone, &kept] {
+        kv.set(ns, "a", b"1".to_vec(), None, QUOTA).await.unwrap();
+        kv.set(
+            ns,
+            "b",
+            b"2".to_vec(),
+            Some(Duration::from_secs(3600)),
+            QUOTA,
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(kv.purge(&gone).await, Ok(2));
+    assert_eq!(kv.get(&gone, "a").await, Ok(None));
+    assert_eq!(
+        kv.list_keys(&gone, "", None, 1000).await,
+        Ok(KeyPage::default())
+    );
+    assert_eq!(kv.usage(&gone).await, Ok(0));
+    assert_eq!(kv.purge(&gone).await, Ok(0));
+    // The namespace works as new afterwards, and others are untouched.
+    assert_eq!(kv.increment(&gone, "a", 5, QUOTA).await, Ok(5));
+    assert_eq!(kv.get(&kept, "a").await, Ok(Some(b"1".to_vec())));
+    assert_eq!(kv.usage(&kept).await, Ok(entry("a", 1) + entry("b", 1)));
 }

@@ -106,6 +106,11 @@ pub trait KvBackend: Send + Sync + 'static {
     /// plus [`ENTRY_OVERHEAD_BYTES`] per key). May include expired keys not
     /// yet removed.
     async fn usage(&self, ns: &ProjectId) -> Result<u64, KvBackendError>;
+
+    /// Removes every key of the namespace and its usage; returns how many
+    /// keys there were (expired ones included). For a deleted project, so
+    /// that a new project with the same id starts empty.
+    async fn purge(&self, ns: &ProjectId) -> Result<u64, KvBackendError>;
 }
 
 /// The smallest key greater than every key that starts with `prefix`, or

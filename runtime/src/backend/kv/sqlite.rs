@@ -449,6 +449,16 @@ impl KvBackend for SqliteKv {
         .await
     }
 
+    async fn purge(&self, ns: &ProjectId) -> Result<u64, KvBackendError> {
+        let ns = ns.clone();
+        write_tx(&self.db, move |tx, _| {
+            let removed = tx.execute("DELETE FROM kv WHERE ns = ?1", [ns.as_str()])?;
+            tx.execute("DELETE FROM kv_usage WHERE ns = ?1", [ns.as_str()])?;
+            Ok(removed as u64)
+        })
+        .await
+    }
+
     async fn usage(&self, ns: &ProjectId) -> Result<u64, KvBackendError> {
         let ns = ns.clone();
         self.db
