@@ -138,6 +138,7 @@ pub fn admin_token(
     data_dir: &Path,
 ) -> Result<(String, AdminTokenSource), std::io::Error> {
     if let Some(token) = &config.token {
+        check_admin_token(token, "admin.token")?;
         return Ok((token.clone(), AdminTokenSource::Config));
     }
     let path = config
@@ -146,6 +147,7 @@ pub fn admin_token(
         .unwrap_or_else(|| data_dir.join("admin-token"));
     match std::fs::read_to_string(&path) {
         Ok(token) if !token.trim().is_empty() => {
+            check_admin_token(token.trim(), &path.display().to_string())?;
             return Ok((token.trim().to_owned(), AdminTokenSource::File(path)));
         }
         Ok(_) => {}
@@ -161,6 +163,26 @@ pub fn admin_token(
     let token = format!("{ADMIN_PREFIX}{}", random_hex(32));
     write_private(&path, &token)?;
     Ok((token, AdminTokenSource::Generated(path)))
+}
+
+/// Shortest admin token accepted from the configuration.
+const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+
+/// Refuses an admin token that is guessable or could never authenticate
+/// (the deploy-token prefix routes it to the deploy-token check).
+fn check_admin_token(token: &str, origin: &str) -> std::io::Result<()> {
+    let refuse = |why: String| Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
+    if token.starts_with(DEPLOY_PREFIX) {
+        return refuse(format!(
+            "the admin token in {origin} starts with `{DEPLOY_PREFIX}`, which deploy tokens use"
+        ));
+    }
+    if token.chars().count() < MIN_ADMIN_TOKEN_CHARS || token.chars().any(char::is_whitespace) {
+        return refuse(format!(
+            "the admin token in {origin} must be at least {MIN_ADMIN_TOKEN_CHARS} characters, without spaces"
+        ));
+    }
+    Ok(())
 }
 
 /// Writes `content` to a new file readable by its owner only.
@@ -208,14 +230,22 @@ mod tests {
         );
         let (again, source) = admin_token(&AdminConfig::default(), dir.path()).unwrap();
         assert_eq!((again, source), (token, AdminTokenSource::File(path)));
-        let configured = AdminConfig {
-            token: Some("from-config".into()),
+        let configured = |token: &str| AdminConfig {
+            token: Some(token.into()),
             ..AdminConfig::default()
         };
         assert_eq!(
-            admin_token(&configured, dir.path()).unwrap().0,
-            "from-config"
+            admin_token(&configured("from-config-0123456"), dir.path())
+                .unwrap()
+                .0,
+            "from-config-0123456"
         );
+        for refused in ["short", "syd_0123456789abcdef", "with spaces 0123456789"] {
+            assert!(
+                admin_token(&configured(refused), dir.path()).is_err(),
+                "{refused}"
+            );
+        }
         let missing = AdminConfig {
             token_file: Some(dir.path().join("nope")),
             ..AdminConfig::default()

@@ -112,8 +112,9 @@ pub struct HttpConfig {
     /// Largest header section of a request, in bytes; larger gets 431.
     /// Default 16 KiB.
     pub max_header_bytes: usize,
-    /// Largest request body the listener accepts, in bytes; larger gets 413.
-    /// (A project's own limit, usually lower, applies too.) Default 10 MB.
+    /// Ceiling on every app's `request_body_bytes` (a sandbox limit, 5 MB by
+    /// default): no project may accept larger request bodies; larger gets
+    /// 413. Default 10 MB.
     pub max_body_bytes: u64,
     /// Open connections across the public listeners; further clients wait
     /// in the accept backlog. Default 10 000.

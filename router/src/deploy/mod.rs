@@ -156,6 +156,15 @@ impl Deployer {
                 message: format!("limits.{field} = {asked} is above this project's limit of {max}"),
             });
         }
+        // Lower is allowed, but not below what the sandbox can run with: a
+        // build that could serve no request must not become active.
+        allowed
+            .tightened_by(&extracted.manifest.limits)
+            .validate(&self.runtime.config().pool)
+            .map_err(|e| ApiError::Invalid {
+                code: "LIMIT_NOT_ALLOWED",
+                message: format!("limits: {e}"),
+            })?;
         let assets = asset_map(&extracted.assets);
 
         let component = match extracted.component {

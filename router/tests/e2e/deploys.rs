@@ -415,6 +415,15 @@ async fn every_refused_deploy_has_its_code_and_changes_nothing() {
             StatusCode::BAD_REQUEST,
         ),
         (
+            // Lower than the project's, but too low for any request to run.
+            "LIMIT_NOT_ALLOWED",
+            tar(&[
+                ("switchyard.toml", b"[limits]\nwall_clock_ms = 0"),
+                ("app.wasm", &plain),
+            ]),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
             "COMPONENT_INVALID",
             tar(&[("switchyard.toml", b""), ("app.wasm", &core_module)]),
             StatusCode::BAD_REQUEST,
