@@ -66,6 +66,7 @@ mod artifacts;
 pub mod backend;
 mod body;
 mod config;
+pub mod db;
 mod dispatch;
 mod engine;
 mod error;
