@@ -1,8 +1,12 @@
 //! The gateway database: each project's tables, declared in its manifest and
 //! reached only through structured queries, never raw SQL.
 //!
-//! [`schema`] is the declaration: what tables and columns exist, their types
-//! from a fixed allowlist, who may read and write them, and the DDL that
-//! creates them.
+//! - [`schema`]: the declaration: what tables and columns exist, their types
+//!   from a fixed allowlist, who may read and write them, and the DDL that
+//!   creates them;
+//! - [`query`]: the structured query contract guests and browsers send;
+//! - [`sql`]: the one validator and SQL generator for every entry point.
 
+pub mod query;
 pub mod schema;
+pub mod sql;
