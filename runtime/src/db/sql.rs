@@ -1034,4 +1034,205 @@ mod tests {
             assert!(!is_timestamp(bad), "{bad}");
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Names a query may use: the declared ones, and hostile ones.
+        fn name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                // `id` most: with mostly-integer values, most of its
+                // conditions and assignments are valid.
+                12 => Just("id".to_string()),
+                6 => prop::sample::select(vec!["title", "done", "score", "secret", "internal"])
+                    .prop_map(String::from),
+                1 => prop::sample::select(vec![
+                    "TODOS", "Id", "sqlite_master", "rowid", "\"id\"", "id; --", "x' OR 1=1", "*",
+                ])
+                .prop_map(String::from),
+                1 => any::<String>(),
+            ]
+        }
+
+        /// Mostly the declared table, so that most queries get far enough
+        /// to produce SQL.
+        fn table() -> impl Strategy<Value = String> {
+            prop_oneof![9 => Just("todos".to_string()), 1 => name()]
+        }
+
+        fn value() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                1 => Just(Value::Null),
+                1 => any::<bool>().prop_map(Value::Bool),
+                6 => any::<i64>().prop_map(Value::S64),
+                1 => any::<f64>().prop_map(Value::F64),
+                2 => any::<String>().prop_map(Value::Text),
+                1 => prop::collection::vec(any::<u8>(), 0..8).prop_map(Value::Blob),
+            ]
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop::sample::select(vec![
+                Op::Eq,
+                Op::Neq,
+                Op::Gt,
+                Op::Gte,
+                Op::Lt,
+                Op::Lte,
+                Op::Like,
+                Op::Ilike,
+                Op::In,
+                Op::Is,
+            ])
+        }
+
+        fn operand() -> impl Strategy<Value = Operand> {
+            prop_oneof![
+                6 => value().prop_map(Operand::One),
+                2 => prop::collection::vec(value(), 0..4).prop_map(Operand::List),
+                1 => prop::sample::select(vec![IsValue::Null, IsValue::True, IsValue::False]).prop_map(Operand::Is),
+            ]
+        }
+
+        fn filter() -> impl Strategy<Value = Filter> {
+            let leaf = (name(), op(), operand())
+                .prop_map(|(column, op, value)| Filter::Condition(Condition { column, op, value }));
+            leaf.prop_recursive(4, 16, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Filter::And),
+                    prop::collection::vec(inner, 0..4).prop_map(Filter::Or),
+                ]
+            })
+        }
+
+        fn names() -> impl Strategy<Value = Option<Vec<String>>> {
+            prop::option::of(prop::collection::vec(name(), 0..4))
+        }
+
+        fn query() -> impl Strategy<Value = Query> {
+            prop_oneof![
+                (
+                    table(),
+                    names(),
+                    prop::option::of(filter()),
+                    prop::collection::vec((name(), any::<bool>()), 0..3),
+                    prop::option::of(any::<u32>()),
+                    prop::option::of(any::<u32>())
+                )
+                    .prop_map(|(table, columns, filter, order, limit, offset)| {
+                        Query::Select {
+                            table,
+                            columns,
+                            filter,
+                            order: order
+                                .into_iter()
+                                .map(|(column, descending)| Order { column, descending })
+                                .collect(),
+                            limit,
+                            offset,
+                        }
+                    }),
+                (
+                    table(),
+                    prop::collection::vec(name(), 0..3),
+                    prop::collection::vec(prop::collection::vec(value(), 0..3), 0..3),
+                    names()
+                )
+                    .prop_map(|(table, columns, rows, returning)| Query::Insert {
+                        table,
+                        columns,
+                        rows,
+                        returning
+                    }),
+                (
+                    table(),
+                    prop::collection::vec((name(), value()), 0..3),
+                    prop::option::of(filter()),
+                    names()
+                )
+                    .prop_map(|(table, set, filter, returning)| Query::Update {
+                        table,
+                        set,
+                        filter,
+                        returning
+                    }),
+                (table(), prop::option::of(filter()), names()).prop_map(
+                    |(table, filter, returning)| Query::Delete {
+                        table,
+                        filter,
+                        returning
+                    }
+                ),
+            ]
+        }
+
+        /// What may appear outside quoted identifiers.
+        const KEYWORDS: &[&str] = &[
+            "SELECT",
+            "FROM",
+            "WHERE",
+            "ORDER",
+            "BY",
+            "ASC",
+            "DESC",
+            "LIMIT",
+            "OFFSET",
+            "INSERT",
+            "INTO",
+            "VALUES",
+            "DEFAULT",
+            "UPDATE",
+            "SET",
+            "DELETE",
+            "RETURNING",
+            "AND",
+            "OR",
+            "IN",
+            "IS",
+            "NULL",
+            "LIKE",
+            "ESCAPE",
+            "lower",
+            "0",
+            "1",
+        ];
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(30_000))]
+
+            /// Whatever is asked, an accepted query's SQL holds only quoted
+            /// declared identifiers, fixed keywords, punctuation and one
+            /// placeholder per bound value: never a value, never a name the
+            /// schema does not declare.
+            #[test]
+            fn generated_sql_holds_no_value_and_no_undeclared_name(query in query(), public in any::<bool>()) {
+                let schema = schema();
+                let access = if public { Access::Public } else { Access::Server };
+                let Ok(statement) = compile(&schema, access, &query, &QueryLimits::default()) else {
+                    return Ok(());
+                };
+                let table = schema.table("todos").unwrap();
+                let declared: Vec<String> = std::iter::once("todos".to_string())
+                    .chain(table.columns.iter().map(|c| c.name.clone()))
+                    .collect();
+                let mut rest = String::new();
+                let mut chars = statement.sql.chars().peekable();
+                while let Some(c) = chars.next() {
+                    if c == '"' {
+                        let ident: String = chars.by_ref().take_while(|c| *c != '"').collect();
+                        prop_assert!(declared.contains(&ident), "undeclared {ident:?} in {}", statement.sql);
+                        rest.push(' ');
+                    } else {
+                        rest.push(c);
+                    }
+                }
+                let rest = rest.replace("'\\'", " ");
+                prop_assert_eq!(rest.matches('?').count(), statement.params.len());
+                for token in rest.split(|c: char| c.is_whitespace() || "(),=<>?".contains(c)) {
+                    prop_assert!(token.is_empty() || KEYWORDS.contains(&token), "{token:?} in {}", statement.sql);
+                }
+            }
+        }
+    }
 }
