@@ -64,9 +64,19 @@ async fn send(
     (status, body.to_bytes().len())
 }
 
+/// Tokio worker threads shared by client and server:
+/// `SWITCHYARD_BENCH_WORKERS`, default 2.
+fn workers() -> usize {
+    std::env::var("SWITCHYARD_BENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(2)
+}
+
 fn serve(c: &mut Criterion) {
     let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers())
         .enable_all()
         .build()
         .expect("tokio runtime");

@@ -40,8 +40,9 @@ pub fn find<'m>(manifest: &'m BuildManifest, path: &str) -> Option<(String, &'m 
         .find_map(|p| manifest.assets.get(&p).map(|asset| (p, asset)))
 }
 
-/// The path as rules and the asset manifest see it: percent-decoded. `None`
-/// if it does not decode to UTF-8.
+/// Percent-decodes `path` (or a query component): the path as rules and the
+/// asset manifest see it. `None` if an escape is malformed or the result is
+/// not UTF-8.
 pub fn percent_decode(path: &str) -> Option<String> {
     let bytes = path.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

@@ -28,7 +28,8 @@ pub struct Config {
     pub base_domain: String,
     /// Listening addresses.
     pub listen: ListenConfig,
-    /// HTTP limits and timeouts of the public listeners.
+    /// HTTP limits and timeouts of every listener (the admin listener has
+    /// its own cap of 1024 connections).
     pub http: HttpConfig,
     /// TLS certificates read from files (more can be uploaded through the
     /// admin API).
@@ -96,7 +97,7 @@ impl Default for ListenConfig {
     }
 }
 
-/// HTTP limits and timeouts of the public listeners.
+/// HTTP limits and timeouts of every listener.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
@@ -104,8 +105,10 @@ pub struct HttpConfig {
     /// idle HTTP/1.1 keep-alive connection waits for its next request).
     /// Default 10 000.
     pub header_read_timeout_ms: u64,
-    /// A connection with no bytes moving in either direction for this long
-    /// is closed, in ms. Default 60 000.
+    /// In ms: a connection is closed once it has had no request in flight
+    /// for this long (bytes such as HTTP/2 pings do not count), or, while a
+    /// response is being sent, once no byte has moved for this long. A
+    /// running handler never makes it idle. Default 60 000.
     pub idle_timeout_ms: u64,
     /// Most headers in a request; more gets 431. Default 100.
     pub max_headers: usize,

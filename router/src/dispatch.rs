@@ -5,13 +5,15 @@
 //! 2. the route for the host (cached), else 404 `HOST_NOT_FOUND`;
 //! 3. a suspended project: 503 `PROJECT_SUSPENDED`;
 //! 4. the project's rate and daily quota: 429 with `Retry-After`;
+//!    then, with nothing deployed, 404 `NOT_DEPLOYED`;
 //! 5. GET/HEAD of a path in the build's assets: the asset;
 //! 6. a build with a component: the sandbox;
 //! 7. GET/HEAD with an SPA fallback: the fallback page;
 //! 8. else the build's not-found page, or 404.
 //!
-//! Every response gets `X-Request-Id`; every request an access-log line and
-//! metrics.
+//! Every response gets `X-Request-Id`; every request a `request` span
+//! (request id, host, project, build), an access-log event in it (method,
+//! path, status, duration) and metrics.
 
 use crate::error::{ApiError, Body};
 use crate::hostname::normalize;
@@ -25,6 +27,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use switchyard_runtime::RequestContext;
+use tracing::Instrument;
 
 /// What the connection knows about a request.
 #[derive(Clone, Debug)]
@@ -62,7 +65,19 @@ pub async fn handle(node: &Node, request: Request<Incoming>, conn: &ConnInfo) ->
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let mut project = None;
-    let mut response = match route_and_serve(node, request, conn, &request_id, &mut project).await {
+    // One span per request; route_and_serve fills in what it learns.
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        host = tracing::field::Empty,
+        project = tracing::field::Empty,
+        build = tracing::field::Empty,
+    );
+    let served = route_and_serve(node, request, conn, &request_id, &mut project)
+        .instrument(span.clone())
+        .await;
+    let _entered = span.enter();
+    let mut response = match served {
         Ok(response) => response,
         Err(error) => {
             if let Some(detail) = error.detail() {
@@ -96,15 +111,45 @@ pub async fn handle(node: &Node, request: Request<Incoming>, conn: &ConnInfo) ->
     metrics::counter!("switchyard_requests_total", "project" => project_label.clone(), "class" => class)
         .increment(1);
     metrics::histogram!("switchyard_request_duration_seconds").record(elapsed);
-    if let Some(length) = response
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-    {
-        metrics::counter!("switchyard_response_bytes_total", "project" => project_label)
-            .increment(length);
+    // Counted as the body is sent: streamed bodies have no Content-Length.
+    let bytes_out =
+        metrics::counter!("switchyard_response_bytes_total", "project" => project_label);
+    response.map(|body| Counted { body, bytes_out }.boxed_unsync())
+}
+
+/// A response body that counts its data bytes as they are written, and
+/// keeps the body's size hint (so a known length is still sent as
+/// `Content-Length`).
+struct Counted {
+    body: Body,
+    bytes_out: metrics::Counter,
+}
+
+impl http_body::Body for Counted {
+    type Data = bytes::Bytes;
+    type Error = crate::error::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let frame = std::pin::Pin::new(&mut this.body).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &frame
+            && let Some(data) = frame.data_ref()
+        {
+            this.bytes_out.increment(data.len() as u64);
+        }
+        frame
     }
-    response
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 async fn route_and_serve(
@@ -115,12 +160,15 @@ async fn route_and_serve(
     project: &mut Option<String>,
 ) -> Result<Response<Body>, ApiError> {
     let host = request_host(request.headers(), request.uri(), conn)?;
+    let span = tracing::Span::current();
+    span.record("host", host.as_str());
     let route: Arc<Route> = node
         .routes
         .resolve(&host)
         .await?
         .ok_or(ApiError::HostNotFound)?;
     *project = Some(route.project.id.to_string());
+    span.record("project", route.project.id.as_str());
     if route.project.suspended {
         return Err(ApiError::Suspended);
     }
@@ -132,6 +180,7 @@ async fn route_and_serve(
             Refusal::QuotaExceeded { retry_after } => ApiError::QuotaExceeded { retry_after },
         })?;
     let build = route.build.clone().ok_or(ApiError::NotDeployed)?;
+    span.record("build", build.record.id.as_str());
     let manifest = &build.record.manifest;
     let readable = matches!(*request.method(), Method::GET | Method::HEAD);
 

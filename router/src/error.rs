@@ -180,11 +180,13 @@ impl ApiError {
     pub fn to_response(&self, request_id: &str) -> http::Response<Body> {
         // Display is the public message: fixed for internal and backend
         // failures, whose detail is only in `detail()`.
-        let body = serde_json::json!({
-            "ok": false,
-            "error": { "code": self.code(), "message": self.to_string(), "requestId": request_id },
-        });
-        let mut response = json_response(self.status(), &body);
+        let mut response = switchyard_runtime::error_response(
+            self.status(),
+            self.code(),
+            &self.to_string(),
+            request_id,
+        )
+        .map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync());
         if let Some(seconds) = self.retry_after() {
             response
                 .headers_mut()

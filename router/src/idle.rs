@@ -281,8 +281,12 @@ mod tests {
             client.write_all(b"x").await.unwrap();
             read_one(&mut server).await.unwrap();
         }
-        // A client that stops reading and writing: closed.
+        // A client that stops reading and writing: closed once the idle
+        // time has passed since the last byte (not at once, as it would be
+        // with no request in flight: the connection is 300 ms old).
+        let started = Instant::now();
         let err = read_one(&mut server).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), IDLE);
     }
 }

@@ -61,7 +61,7 @@ fn describe() {
     );
     metrics::describe_counter!(
         "switchyard_response_bytes_total",
-        "Response bytes with a known length, by project."
+        "Response body bytes written to public connections, by project."
     );
     metrics::describe_histogram!(
         "switchyard_instantiate_seconds",

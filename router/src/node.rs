@@ -65,8 +65,6 @@ pub struct Node {
     pub certs: Arc<CertResolver>,
     /// Where the admin token came from (for the startup message).
     pub admin_token_source: AdminTokenSource,
-    /// This node's id (persisted in the data directory).
-    pub node_id: String,
     /// When it started.
     pub started: Instant,
     /// One compile at a time per component when an artifact is missing.
@@ -137,7 +135,6 @@ impl Node {
             project_lifecycle: tokio::sync::Mutex::new(()),
             started: Instant::now(),
             admin_token_source,
-            node_id,
             certs,
             deployer,
             blobs,
@@ -330,7 +327,7 @@ fn background_tasks(node: &Arc<Node>) -> Vec<JoinHandle<()>> {
             let Some(node) = weak.upgrade() else { return };
             match change {
                 Ok(Change::Project(project)) => {
-                    node.routes.invalidate_all();
+                    node.routes.invalidate_project(&project);
                     node.runtime.invalidate(&project);
                 }
                 Ok(Change::Certificates) => reload_certs(&node).await,

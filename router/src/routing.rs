@@ -156,13 +156,28 @@ impl RouteTable {
             default_limits,
             max_body_bytes,
             tenants,
-            routes: moka::future::Cache::new(100_000),
+            routes: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .support_invalidation_closures()
+                .build(),
             misses: moka::future::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(MISS_TTL)
                 .build(),
             generation: AtomicU64::new(0),
         }
+    }
+
+    /// Drops the cached routes of `project` (and every cached miss, which a
+    /// new hostname of it may have been), leaving other tenants' routes.
+    pub fn invalidate_project(&self, project: &ProjectId) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let project = project.clone();
+        // Only fails without invalidation closures, which `new` enables.
+        let _ = self
+            .routes
+            .invalidate_entries_if(move |_, route| route.project.id == project);
+        self.misses.invalidate_all();
     }
 
     /// Drops every cached route.
@@ -288,7 +303,25 @@ mod tests {
             .add_hostname(&shop, &Hostname::parse("*.shop.example").unwrap())
             .await
             .unwrap();
-        routes.invalidate_all();
+        // Per-project invalidation forgets that project's routes and every
+        // miss (the new hostname was one), and keeps other projects' routes.
+        let other = ProjectId::new("other").unwrap();
+        store.create_project(&other).await.unwrap();
+        let cached = routes.resolve("other.localhost").await.unwrap().unwrap();
+        store.set_suspended(&other, true).await.unwrap();
+        store.set_suspended(&shop, true).await.unwrap();
+        routes.invalidate_project(&shop);
+        assert!(
+            routes
+                .resolve("shop.localhost")
+                .await
+                .unwrap()
+                .unwrap()
+                .project
+                .suspended
+        );
+        let kept = routes.resolve("other.localhost").await.unwrap().unwrap();
+        assert!(Arc::ptr_eq(&kept, &cached) && !kept.project.suspended);
         assert!(routes.resolve("www.shop.example").await.unwrap().is_some());
         assert!(
             routes.resolve("a.b.localhost").await.unwrap().is_none(),

@@ -27,6 +27,9 @@ pub enum Refusal {
 pub trait RequestLimiter: Send + Sync + 'static {
     /// Counts one request of `project` under `spec`, or says why not.
     async fn admit(&self, project: &ProjectId, spec: RateSpec) -> Result<(), Refusal>;
+    /// Drops `project`'s counters: it was deleted, and a project created
+    /// under its id starts afresh.
+    async fn forget(&self, project: &ProjectId);
 }
 
 /// Limits kept in this process's memory.
@@ -57,6 +60,10 @@ impl Default for LocalLimiter {
 
 #[async_trait::async_trait]
 impl RequestLimiter for LocalLimiter {
+    async fn forget(&self, project: &ProjectId) {
+        self.projects.invalidate(project);
+    }
+
     async fn admit(&self, project: &ProjectId, spec: RateSpec) -> Result<(), Refusal> {
         let counters = self.projects.get_with_by_ref(project, || {
             Arc::new(Mutex::new(ProjectCounters {
@@ -200,5 +207,9 @@ mod tests {
         assert!(limiter.admit(&a, spec).await.is_ok());
         assert!(limiter.admit(&a, spec).await.is_err());
         assert!(limiter.admit(&b, spec).await.is_ok());
+        // A deleted project's id starts afresh.
+        limiter.forget(&a).await;
+        assert!(limiter.admit(&a, spec).await.is_ok());
+        assert!(limiter.admit(&b, spec).await.is_err());
     }
 }

@@ -13,6 +13,7 @@ mod logs;
 mod projects;
 mod tokens;
 
+use crate::assets::percent_decode;
 use crate::auth::Principal;
 use crate::dispatch::{ConnInfo, new_request_id};
 use crate::error::{ApiError, Body};
@@ -365,7 +366,7 @@ fn match_template(template: &str, segments: &[&str]) -> Option<Vec<String>> {
             if segment.is_empty() {
                 return None;
             }
-            params.push(decode(segment)?);
+            params.push(percent_decode(segment)?);
         } else if part != segment {
             return None;
         }
@@ -379,27 +380,12 @@ fn parse_query(query: &str) -> HashMap<String, String> {
         .filter(|pair| !pair.is_empty())
         .filter_map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            Some((decode(&k.replace('+', " "))?, decode(&v.replace('+', " "))?))
+            Some((
+                percent_decode(&k.replace('+', " "))?,
+                percent_decode(&v.replace('+', " "))?,
+            ))
         })
         .collect()
-}
-
-fn decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            out.push(
-                u8::from_str_radix(std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?, 16).ok()?,
-            );
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// The project `id`, or 404.

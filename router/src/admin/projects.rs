@@ -95,7 +95,8 @@ pub(crate) async fn delete(call: Call<'_>) -> Result<Response<Body>, ApiError> {
         return Err(ApiError::NotFound("project"));
     }
     // Stop routing to it now, not when the change notice arrives.
-    node.routes.invalidate_all();
+    node.routes.invalidate_project(&id);
+    node.limiter.forget(&id).await;
     // Its kv data and log go too; if the kv store fails now, creating a
     // project with this id clears them first.
     if let Err(e) = node.runtime.forget_project(&id).await {

@@ -328,10 +328,12 @@ wall_clock_ms = 2000
             code(AppManifest::parse("spa_fallback = \"index.html\"")),
             "INVALID_ASSET_PATH"
         );
-        assert_eq!(
-            code(AppManifest::parse(&"x".repeat(MAX_MANIFEST_BYTES + 1))),
-            "INVALID_MANIFEST"
-        );
+        // Valid TOML, refused for its size alone.
+        let padded = format!("# {}\n", "x".repeat(MAX_MANIFEST_BYTES));
+        assert!(AppManifest::parse(&padded[..MAX_MANIFEST_BYTES - 1]).is_ok());
+        let err = AppManifest::parse(&padded).unwrap_err();
+        assert_eq!(err.code(), "INVALID_MANIFEST");
+        assert!(err.to_string().contains("larger than"), "{err}");
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! 7. prune old builds beyond the retention count.
 //!
 //! A crash before 6 leaves only scratch files (removed at startup),
-//! unreferenced objects (removed by garbage collection) and an expired lease.
+//! unreferenced objects (removed by garbage collection) and a lease that
+//! this node releases when it restarts (or that expires after 10 minutes).
 //! The commit checks the lease is still this deploy's, and garbage
 //! collection waits for deploys between steps 5 and 6. (That guard is
 //! per node: object storage shared by several nodes needs a store-wide one.)

@@ -461,4 +461,11 @@ async fn logs_can_be_read_and_followed_and_metrics_count_requests() {
     ] {
         assert!(metrics.contains(name), "{name} missing");
     }
+    // Body bytes as sent, whether or not the guest declared a length.
+    let bytes_out: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("switchyard_response_bytes_total{project=\"noisy\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(bytes_out > 0, "{metrics}");
 }

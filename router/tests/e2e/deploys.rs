@@ -41,6 +41,11 @@ async fn the_demo_apps_answer_on_their_hostnames() {
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     assert_eq!(unknown.code(), "HOST_NOT_FOUND");
     assert_eq!(
+        unknown.headers["content-length"].to_str().unwrap(),
+        unknown.body.len().to_string(),
+        "a known length is sent as such"
+    );
+    assert_eq!(
         unknown.json()["error"]["requestId"],
         unknown.headers["x-request-id"].to_str().unwrap()
     );
@@ -504,8 +509,9 @@ async fn a_project_created_again_under_a_deleted_id_starts_empty() {
         200
     );
     server.deploy_component("blog", artifacts::COUNTER).await;
-    for _ in 0..2 {
-        server.get("blog.localhost", "/visits/home").await;
+    for n in 1..=2 {
+        let visits = server.get("blog.localhost", "/visits/home").await.json();
+        assert_eq!(visits["visits"], n, "{visits}");
     }
     let (_, logs) = server.admin("GET", "/v1/projects/blog/logs", None).await;
     assert!(!logs["data"]["records"].as_array().unwrap().is_empty());
