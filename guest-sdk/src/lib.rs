@@ -9,10 +9,13 @@
 //! - [`Request`] and [`Response`]: method, path, query, headers, body, JSON;
 //! - [`Router`]: a small path router with `:param` and `*rest` segments;
 //! - [`kv`]: get/set (with TTL), delete, exists, list, atomic increment and
-//!   compare-and-swap, with Rust types and a typed [`kv::Error`].
+//!   compare-and-swap, with Rust types and a typed [`kv::Error`];
+//! - [`db`]: the project's tables through a typed query builder
+//!   (`db::from("todos").select(["id"]).eq("done", false).fetch()`), rows
+//!   deserialised with serde, batches in one transaction.
 //!
 //! Every request runs in a fresh instance of your component, so globals do
-//! not survive between requests: keep state in [`kv`].
+//! not survive between requests: keep state in [`kv`] or [`db`].
 //!
 //! # Example
 //!
@@ -61,6 +64,7 @@ mod bindings {
     });
 }
 
+pub mod db;
 mod handler;
 pub mod kv;
 mod percent;

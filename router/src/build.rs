@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use switchyard_runtime::db::schema::Table;
 use switchyard_runtime::{BuildId, ComponentId, LimitsOverride, ProjectId};
 
 /// A committed build.
@@ -42,6 +43,10 @@ pub struct BuildManifest {
     pub env: BTreeMap<String, String>,
     /// Sandbox limits the build asks for (never above its project's).
     pub limits: LimitsOverride,
+    /// The gateway database's tables, as declared (and validated) at
+    /// deploy.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<Table>,
 }
 
 impl BuildManifest {

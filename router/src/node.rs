@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use switchyard_runtime::backend::kv::SqliteKv;
+use switchyard_runtime::backend::Backends;
 use switchyard_runtime::{App, AppSpec, ComponentId, LoadError, Runtime};
 use tokio::sync::{Semaphore, broadcast, watch};
 use tokio::task::JoinHandle;
@@ -89,11 +89,11 @@ impl Node {
             SqliteControlStore::open(&config.control_db())
                 .map_err(|e| open("control store", &e))?,
         );
-        let kv = SqliteKv::open(config.kv_db()).map_err(|e| open("kv store", &e))?;
+        let backends = Backends::sqlite(&config.data_dir).map_err(|e| open("storage", &e))?;
         let mut runtime_config = config.runtime.clone();
         runtime_config.max_component_bytes = config.deploy.max_component_bytes;
         let runtime =
-            Arc::new(Runtime::new(runtime_config, Arc::new(kv)).map_err(|e| open("sandbox", &e))?);
+            Arc::new(Runtime::new(runtime_config, backends).map_err(|e| open("sandbox", &e))?);
         let blobs =
             BlobStore::local(&config.objects_dir()).map_err(|e| open("object store", &e))?;
         let deployer = Deployer::new(

@@ -15,6 +15,7 @@ use http::{HeaderName, HeaderValue};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use switchyard_runtime::db::schema::Schema;
 use switchyard_runtime::{AppSpec, Limits, ProjectId};
 
 /// How long a hostname that routes nowhere is remembered.
@@ -47,6 +48,9 @@ pub struct LiveBuild {
     pub record: BuildRecord,
     /// What the sandbox needs, if the build has a component.
     pub spec: Option<AppSpec>,
+    /// The build's declared tables, for the HTTP gateway (and, through
+    /// `spec`, for the guest).
+    pub schema: Arc<Schema>,
     headers: Vec<(GlobMatcher, Vec<(HeaderName, HeaderValue)>)>,
     cache: Vec<(GlobMatcher, HeaderValue)>,
 }
@@ -77,6 +81,10 @@ impl LiveBuild {
                 .map_err(|e| corrupt(format!("a bad cache rule: {e}")))?;
             cache.push((matcher, value));
         }
+        let schema = Arc::new(
+            Schema::new(record.manifest.tables.clone())
+                .map_err(|e| corrupt(format!("invalid tables: {e}")))?,
+        );
         let spec = record.component.clone().map(|component| {
             // The manifest's variables, overridden by the project's.
             let mut env = record.manifest.env.clone();
@@ -92,11 +100,13 @@ impl LiveBuild {
                 component,
                 env: env.into_iter().collect(),
                 limits: limits.tightened_by(&record.manifest.limits).to_override(),
+                schema: schema.clone(),
             }
         });
         Ok(LiveBuild {
             record,
             spec,
+            schema,
             headers,
             cache,
         })

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http_body_util::{BodyExt, Empty};
 use std::sync::Arc;
-use switchyard_runtime::backend::kv::SqliteKv;
+use switchyard_runtime::backend::Backends;
 use switchyard_runtime::{
     AppSpec, BuildId, LimitsOverride, PoolConfig, ProjectId, RequestContext, Runtime, RuntimeConfig,
 };
@@ -28,8 +28,8 @@ fn sandbox(c: &mut Criterion) {
         },
         ..RuntimeConfig::default()
     };
-    let kv = tokio.block_on(async { SqliteKv::open(dir.path().join("kv.sqlite")) });
-    let runtime = Runtime::new(config, Arc::new(kv.expect("kv opens"))).expect("runtime starts");
+    let backends = tokio.block_on(async { Backends::sqlite(dir.path()) });
+    let runtime = Runtime::new(config, backends.expect("backends open")).expect("runtime starts");
     let ctx = RequestContext {
         request_id: Arc::from("bench"),
         tls: false,
@@ -57,6 +57,7 @@ fn sandbox(c: &mut Criterion) {
                 component,
                 env: Vec::new(),
                 limits: LimitsOverride::default(),
+                schema: Default::default(),
             };
             runtime.app(&spec).await.expect("loads")
         });

@@ -1,5 +1,6 @@
 //! One build of one project, ready to serve requests.
 
+use crate::db::schema::Schema;
 use crate::ids::{BuildId, ComponentId, ProjectId};
 use crate::limits::{Limits, LimitsOverride};
 use crate::state::{RequestState, TenantCtx};
@@ -24,6 +25,9 @@ pub struct AppSpec {
     pub env: Vec<(String, String)>,
     /// Per-project changes to the runtime's default limits.
     pub limits: LimitsOverride,
+    /// The tables the build declares: its db queries are checked against
+    /// them. Empty for a build without tables.
+    pub schema: Arc<Schema>,
 }
 
 /// A deployed build: its pre-instantiated component and everything its
@@ -91,6 +95,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             limits: LimitsOverride::default(),
+            schema: Default::default(),
         }
     }
 

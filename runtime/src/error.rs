@@ -250,6 +250,14 @@ pub enum StartError {
     /// A setting is out of range.
     #[error("invalid runtime configuration: {0}")]
     Config(String),
+    /// A storage backend could not be opened.
+    #[error("cannot open the {what}: {detail}")]
+    Backend {
+        /// Which backend.
+        what: &'static str,
+        /// Why.
+        detail: String,
+    },
     /// The artifact directory could not be prepared.
     #[error("cannot use artifact directory {path}: {source}")]
     ArtifactDir {

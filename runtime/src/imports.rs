@@ -50,7 +50,7 @@ const WASI_0_2: &[(&str, &[&str])] = &[
 ];
 
 /// Switchyard's own interfaces, version 0.1.x.
-const GATEWAY_0_1: &[&str] = &["kv"];
+const GATEWAY_0_1: &[&str] = &["kv", "db"];
 
 /// Whether `name` (e.g. `wasi:http/types@0.2.3`) is an import the host
 /// provides.
@@ -139,6 +139,7 @@ mod tests {
             "wasi:random/insecure-seed@0.2.9",
             "wasi:clocks/wall-clock@0.2.0",
             "switchyard:gateway/kv@0.1.0",
+            "switchyard:gateway/db@0.1.0",
         ] {
             assert!(is_allowed_import(name), "{name}");
         }

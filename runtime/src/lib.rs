@@ -15,7 +15,8 @@
 //! Guests may import `wasi:http`, `wasi:io`, `wasi:clocks`, `wasi:random`,
 //! `wasi:cli` (any 0.2.x), `wasi:filesystem` and `wasi:sockets` (linked, but
 //! no directory is preopened and every socket is refused), and
-//! `switchyard:gateway/kv`. Anything else is refused at [`Runtime::compile`].
+//! `switchyard:gateway/kv` and `switchyard:gateway/db`. Anything else is
+//! refused at [`Runtime::compile`].
 //!
 //! # Example
 //!
@@ -25,12 +26,13 @@
 //! use http_body_util::{BodyExt, Full};
 //! use switchyard_runtime::{
 //!     AppSpec, BuildId, ProjectId, RequestContext, Runtime, RuntimeConfig,
-//!     backend::kv::SqliteKv,
+//!     backend::Backends,
 //! };
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-//! let kv = Arc::new(SqliteKv::open("./switchyard-data/kv.sqlite")?);
-//! let runtime = Runtime::new(RuntimeConfig::default(), kv)?;
+//! // kv data and the gateway databases, embedded under one directory.
+//! let backends = Backends::sqlite("./switchyard-data".as_ref())?;
+//! let runtime = Runtime::new(RuntimeConfig::default(), backends)?;
 //!
 //! // Deploy: validate and compile once (later loads are a deserialize).
 //! let component = runtime.compile(&std::fs::read("hello.wasm")?).await?;
@@ -41,6 +43,7 @@
 //!         component,
 //!         env: vec![("GREETING".into(), "hi".into())],
 //!         limits: Default::default(),
+//!         schema: Default::default(),
 //!     })
 //!     .await?;
 //!

@@ -162,6 +162,20 @@ limits! {
     /// kv storage a project may hold (keys plus values), in bytes. Default
     /// 100 MiB.
     kv_quota_bytes: u64 = 100 * MIB, range 0 => fixed(u64::MAX);
+    /// Gateway database calls (a query or a batch) one request may make.
+    /// Default 1000.
+    db_calls: u32 = 1000, range 0 => fixed(1_000_000);
+    /// Longest a database call may take, waiting for the database
+    /// included, in milliseconds; a statement still running then is
+    /// cancelled and the call rolled back (`QUERY_TIMEOUT`). Default 2000.
+    db_timeout_ms: u64 = 2000, range 1 => fixed(600_000);
+    /// Size the project's database may reach, in bytes; writes beyond it
+    /// fail with `QUOTA_EXCEEDED`. Default 100 MiB.
+    db_quota_bytes: u64 = 100 * MIB, range 64 * KIB => fixed(u64::MAX);
+    /// Bytes of values one database call may return (text and blobs by
+    /// length, other values 8 bytes each): results are copied into the
+    /// guest's memory. Default 4 MiB.
+    db_result_bytes: u64 = 4 * MIB, range KIB => fixed(1024 * MIB);
 }
 
 /// A limit set outside its allowed range.

@@ -3,7 +3,8 @@
 
 use crate::app::{App, AppSpec, guest_env};
 use crate::artifacts::ArtifactCache;
-use crate::backend::kv::{KvBackend, KvBackendError};
+use crate::backend::Backends;
+use crate::backend::db::DbBackend;
 use crate::config::RuntimeConfig;
 use crate::engine::{EpochTicker, build_engine};
 use crate::error::{LoadError, StartError};
@@ -35,7 +36,7 @@ pub struct Runtime {
     artifacts: Arc<ArtifactCache>,
     components: moka::future::Cache<ComponentId, Component>,
     apps: moka::future::Cache<(ProjectId, BuildId), Arc<App>>,
-    kv: Arc<dyn KvBackend>,
+    backends: Backends,
     logs: Arc<LogRegistry>,
     config: RuntimeConfig,
     ticker: Arc<EpochTicker>,
@@ -44,8 +45,9 @@ pub struct Runtime {
 impl Runtime {
     /// Starts the sandbox: builds the engine and its pooling allocator,
     /// starts the epoch thread, links every host interface, and opens the
-    /// artifact cache. `kv` stores every project's kv data.
-    pub fn new(config: RuntimeConfig, kv: Arc<dyn KvBackend>) -> Result<Self, StartError> {
+    /// artifact cache. `backends` store every project's kv data and
+    /// database.
+    pub fn new(config: RuntimeConfig, backends: Backends) -> Result<Self, StartError> {
         config.limits.validate(&config.pool)?;
         if config.epoch_tick_ms == 0 {
             return Err(StartError::Config(
@@ -66,7 +68,7 @@ impl Runtime {
             engine,
             linker,
             artifacts,
-            kv,
+            backends,
             config,
             ticker,
         })
@@ -129,12 +131,27 @@ impl Runtime {
     }
 
     /// Drops everything the sandbox keeps for `project` — cached apps, its
-    /// log and its kv data — so that a project created later under the same
-    /// id starts with none of it.
-    pub async fn forget_project(&self, project: &ProjectId) -> Result<(), KvBackendError> {
+    /// log, its kv data and its database — so that a project created later
+    /// under the same id starts with none of it.
+    pub async fn forget_project(&self, project: &ProjectId) -> Result<(), String> {
         self.invalidate(project);
         self.logs.remove(project);
-        self.kv.purge(project).await.map(|_| ())
+        let kv = self.backends.kv.purge(project).await;
+        let db = self.backends.db.purge(project).await;
+        match (kv, db) {
+            (Ok(_), Ok(())) => Ok(()),
+            (Err(e), _) => Err(format!("kv: {e}")),
+            (_, Err(crate::backend::db::DbError::Unavailable { detail })) => {
+                Err(format!("db: {detail}"))
+            }
+            (_, Err(e)) => Err(format!("db: {e}")),
+        }
+    }
+
+    /// The gateway database backend, for the entry points outside the
+    /// sandbox (the HTTP gateway, deploy-time migrations).
+    pub fn db(&self) -> &Arc<dyn DbBackend> {
+        &self.backends.db
     }
 
     /// The captured stdout/stderr of `project`, if it has logged anything.
@@ -164,8 +181,10 @@ impl Runtime {
             slots: Arc::new(Semaphore::new(limits.concurrency as usize)),
             limits,
             env,
-            kv: self.kv.clone(),
+            kv: self.backends.kv.clone(),
             kv_timeout: self.config.kv_timeout(),
+            db: self.backends.db.clone(),
+            schema: spec.schema.clone(),
             logs: self.logs.clone(),
             _ticker: self.ticker.clone(),
         };
@@ -237,5 +256,6 @@ fn link(engine: &Engine) -> wasmtime::Result<Linker<RequestState>> {
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     crate::host::kv::add_to_linker(&mut linker)?;
+    crate::host::db::add_to_linker(&mut linker)?;
     Ok(linker)
 }

@@ -4,8 +4,11 @@
 //! all of its requests. [`RequestState`] is the `T` of each request's
 //! `Store<T>`: built fresh per request from the tenant, dropped with it.
 
+use crate::backend::db::DbBackend;
 use crate::backend::kv::KvBackend;
+use crate::db::schema::Schema;
 use crate::engine::EpochTicker;
+use crate::host::db::DbView;
 use crate::host::kv::KvView;
 use crate::ids::{BuildId, ProjectId};
 use crate::limits::{GuestLimiter, Limits};
@@ -35,6 +38,9 @@ pub(crate) struct TenantCtx {
     pub(crate) env: Vec<(String, String)>,
     pub(crate) kv: Arc<dyn KvBackend>,
     pub(crate) kv_timeout: Duration,
+    pub(crate) db: Arc<dyn DbBackend>,
+    /// The build's declared tables: what its db queries are checked against.
+    pub(crate) schema: Arc<Schema>,
     pub(crate) logs: Arc<LogRegistry>,
     /// One permit per running request: `limits.concurrency` of them.
     pub(crate) slots: Arc<Semaphore>,
@@ -47,7 +53,14 @@ pub(crate) struct TenantCtx {
 #[cfg(test)]
 impl TenantCtx {
     /// A tenant for host-interface tests, outside any `Runtime`.
+    /// Its database backend is unused by kv tests and sits in the system's
+    /// temporary directory; set `db` and `schema` for db tests.
     pub(crate) fn for_tests(project: ProjectId, limits: Limits, kv: Arc<dyn KvBackend>) -> Self {
+        let db = crate::backend::db::SqliteGatewayDb::open(
+            std::env::temp_dir().join("switchyard-unit-db"),
+            Default::default(),
+        )
+        .expect("db backend opens");
         let ticker = EpochTicker::start(wasmtime::Engine::default(), Duration::from_secs(1))
             .expect("epoch thread starts");
         TenantCtx {
@@ -59,6 +72,8 @@ impl TenantCtx {
             env: Vec::new(),
             kv,
             kv_timeout: Duration::from_secs(2),
+            db: Arc::new(db),
+            schema: Arc::new(Schema::default()),
             _ticker: Arc::new(ticker),
         }
     }
@@ -73,6 +88,7 @@ pub(crate) struct RequestState {
     http: WasiHttpCtx,
     outbound: OutboundPolicy,
     kv_calls: u32,
+    db_calls: u32,
     /// Released when the store is dropped, i.e. when the guest is done.
     _slot: OwnedSemaphorePermit,
 }
@@ -110,6 +126,7 @@ impl RequestState {
             wasi,
             http,
             kv_calls: 0,
+            db_calls: 0,
             _slot: slot,
             tenant,
         }
@@ -119,6 +136,13 @@ impl RequestState {
         KvView {
             tenant: &self.tenant,
             calls: &mut self.kv_calls,
+        }
+    }
+
+    pub(crate) fn db(&mut self) -> DbView<'_> {
+        DbView {
+            tenant: &self.tenant,
+            calls: &mut self.db_calls,
         }
     }
 }

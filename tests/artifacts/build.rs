@@ -15,6 +15,7 @@ use std::process::Command;
 const GUESTS: &[(&str, &str)] = &[
     ("hello", "HELLO"),
     ("counter", "COUNTER"),
+    ("todo-api", "TODO_API"),
     ("hostile", "HOSTILE"),
     ("plain-proxy", "PLAIN_PROXY"),
 ];

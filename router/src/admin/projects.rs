@@ -69,12 +69,12 @@ pub(crate) async fn create(mut call: Call<'_>) -> Result<Response<Body>, ApiErro
     let node = call.node;
     let _lifecycle = node.project_lifecycle.lock().await;
     if node.store.project(&id).await?.is_none() {
-        // A project deleted earlier under this id may have left kv data
-        // behind (its purge failed, or its last requests wrote after it).
-        node.runtime
-            .forget_project(&id)
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("clearing the kv data of {id}: {e}")))?;
+        // A project deleted earlier under this id may have left kv data or
+        // a database behind (its purge failed, or its last requests wrote
+        // after it).
+        node.runtime.forget_project(&id).await.map_err(|e| {
+            ApiError::Unavailable(format!("clearing the data of an earlier {id}: {e}"))
+        })?;
     }
     let project = node.store.create_project(&id).await?;
     ok(StatusCode::CREATED, view(&call, &project))
@@ -97,10 +97,10 @@ pub(crate) async fn delete(call: Call<'_>) -> Result<Response<Body>, ApiError> {
     // Stop routing to it now, not when the change notice arrives.
     node.routes.invalidate_project(&id);
     node.limiter.forget(&id).await;
-    // Its kv data and log go too; if the kv store fails now, creating a
-    // project with this id clears them first.
+    // Its kv data, database and log go too; if a backend fails now,
+    // creating a project with this id clears them first.
     if let Err(e) = node.runtime.forget_project(&id).await {
-        tracing::warn!(project = %id, error = %e, "could not clear a deleted project's kv data");
+        tracing::warn!(project = %id, error = %e, "could not clear a deleted project's data");
     }
     ok(
         StatusCode::OK,

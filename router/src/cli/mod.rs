@@ -579,8 +579,7 @@ fn logs(
 }
 
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
-    use std::sync::Arc;
-    use switchyard_runtime::backend::kv::SqliteKv;
+    use switchyard_runtime::backend::Backends;
     use switchyard_runtime::{Runtime, RuntimeConfig};
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     // A throwaway data directory: checking leaves nothing behind.
@@ -589,12 +588,12 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     tokio.block_on(async {
-        let kv = SqliteKv::open(scratch.path().join("kv.sqlite"))?;
+        let backends = Backends::sqlite(scratch.path())?;
         let config = RuntimeConfig {
             artifact_dir: scratch.path().join("artifacts"),
             ..RuntimeConfig::default()
         };
-        let runtime = Runtime::new(config, Arc::new(kv))?;
+        let runtime = Runtime::new(config, backends)?;
         match runtime.compile(&bytes).await {
             Ok(id) => {
                 println!(

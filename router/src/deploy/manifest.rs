@@ -25,6 +25,15 @@
 //!
 //! [limits]                          # may only lower the project's limits
 //! wall_clock_ms = 2000
+//!
+//! allow_destructive_migrations = false  # true: a deploy may drop tables and columns
+//!
+//! [[tables]]                        # the gateway database (see `switchyard_runtime::db::schema`)
+//! name = "todos"
+//! columns = [
+//!   { name = "id", type = "integer", primary_key = true, client_read = true },
+//!   { name = "title", type = "text", client_read = true, client_write = true },
+//! ]
 //! ```
 
 use crate::build::{CacheRule, HeaderRule};
@@ -33,6 +42,7 @@ use http::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use switchyard_runtime::LimitsOverride;
+use switchyard_runtime::db::schema::{Schema, Table};
 
 /// Largest manifest accepted, in bytes.
 pub const MAX_MANIFEST_BYTES: usize = 64 * 1024;
@@ -83,6 +93,11 @@ pub struct AppManifest {
     pub cache: Vec<CacheRule>,
     /// Lower limits for this build.
     pub limits: LimitsOverride,
+    /// Lets this deploy drop the tables and columns it no longer declares,
+    /// with their data. Without it such a deploy is refused.
+    pub allow_destructive_migrations: bool,
+    /// The gateway database's tables.
+    pub tables: Vec<Table>,
 }
 
 /// How `switchyard build` produces the bundle. Ignored by the server.
@@ -113,7 +128,16 @@ impl AppManifest {
         Ok(manifest)
     }
 
+    /// The declared tables as a schema.
+    pub fn schema(&self) -> Result<Schema, ApiError> {
+        Schema::new(self.tables.clone()).map_err(|e| ApiError::Invalid {
+            code: e.code(),
+            message: format!("tables: {e}"),
+        })
+    }
+
     fn validate(&self) -> Result<(), ApiError> {
+        self.schema()?;
         if self.env.len() > MAX_ENV_VARS {
             return Err(invalid(format!("at most {MAX_ENV_VARS} env variables")));
         }

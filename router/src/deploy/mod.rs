@@ -7,15 +7,24 @@
 //! 4. compile the component through a bounded queue (still nothing stored
 //!    but the compile cache);
 //! 5. store the component and the assets content-addressed (idempotent, and
-//!    unreferenced until step 6);
-//! 6. commit the build and flip the project's pointer in one transaction;
-//! 7. prune old builds beyond the retention count.
+//!    unreferenced until step 7);
+//! 6. migrate the project's database to the declared tables, in one
+//!    transaction (a refused or failed migration fails the deploy and
+//!    changes nothing);
+//! 7. commit the build and flip the project's pointer in one transaction;
+//! 8. prune old builds beyond the retention count.
 //!
-//! A crash before 6 leaves only scratch files (removed at startup),
+//! Migrations are additive unless the manifest says
+//! `allow_destructive_migrations`, so a migration that committed before a
+//! failed step 7 leaves a database the previous build still works with.
+//! A rollback brings back the tables and columns its build declares and
+//! drops nothing.
+//!
+//! A crash before 7 leaves only scratch files (removed at startup),
 //! unreferenced objects (removed by garbage collection) and a lease that
 //! this node releases when it restarts (or that expires after 10 minutes).
 //! The commit checks the lease is still this deploy's, and garbage
-//! collection waits for deploys between steps 5 and 6. (That guard is
+//! collection waits for deploys between steps 5 and 7. (That guard is
 //! per node: object storage shared by several nodes needs a store-wide one.)
 
 pub mod bundle;
@@ -33,6 +42,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_runtime::backend::db::MigrationError;
+use switchyard_runtime::db::migrate::Removals;
+use switchyard_runtime::db::schema::Schema;
 use switchyard_runtime::{BuildId, Limits, ProjectId, Runtime};
 use tokio::sync::Semaphore;
 
@@ -202,6 +214,12 @@ impl Deployer {
         }
 
         let manifest = extracted.manifest;
+        let removals = if manifest.allow_destructive_migrations {
+            Removals::Drop
+        } else {
+            Removals::Refuse
+        };
+        self.migrate(project, &manifest.schema()?, removals).await?;
         let record = BuildRecord {
             id: new_build_id(),
             project: project.clone(),
@@ -215,6 +233,7 @@ impl Deployer {
                 cache: manifest.cache,
                 env: manifest.env,
                 limits: manifest.limits,
+                tables: manifest.tables,
             },
         };
         self.store.commit_build(&record, &lease.holder).await?;
@@ -267,9 +286,41 @@ impl Deployer {
                     })?
             }
         };
+        let schema = Schema::new(target.manifest.tables.clone()).map_err(|e| {
+            ApiError::Internal(format!("build {} has invalid tables: {e}", target.id))
+        })?;
+        self.migrate(project, &schema, Removals::Keep).await?;
         self.store.activate_build(project, &target.id).await?;
         self.runtime.invalidate(project);
         Ok(target)
+    }
+
+    /// Brings `project`'s database to `schema`.
+    async fn migrate(
+        &self,
+        project: &ProjectId,
+        schema: &Schema,
+        removals: Removals,
+    ) -> Result<(), ApiError> {
+        match self.runtime.db().migrate(project, schema, removals).await {
+            Ok(steps) => {
+                if !steps.is_empty() {
+                    tracing::info!(%project, steps = %steps.join("; "), "database migrated");
+                }
+                Ok(())
+            }
+            Err(e @ MigrationError::Refused(_)) => Err(ApiError::Invalid {
+                code: e.code(),
+                message: e.to_string(),
+            }),
+            Err(e @ MigrationError::Failed(_)) => Err(ApiError::Conflict {
+                code: e.code(),
+                message: e.to_string(),
+            }),
+            Err(MigrationError::Unavailable { detail }) => Err(ApiError::Unavailable(format!(
+                "the project's database: {detail}"
+            ))),
+        }
     }
 
     /// Deletes objects no retained build refers to.

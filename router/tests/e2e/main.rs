@@ -11,5 +11,6 @@ mod cli;
 mod common;
 mod controls;
 mod crash;
+mod database;
 mod deploys;
 mod listeners;

@@ -5,8 +5,11 @@
 //!   from a fixed allowlist, who may read and write them, and the DDL that
 //!   creates them;
 //! - [`query`]: the structured query contract guests and browsers send;
-//! - [`sql`]: the one validator and SQL generator for every entry point.
+//! - [`sql`]: the one validator and SQL generator for every entry point;
+//! - [`migrate`]: the steps from the tables a database has to the tables a
+//!   new build declares.
 
+pub mod migrate;
 pub mod query;
 pub mod schema;
 pub mod sql;

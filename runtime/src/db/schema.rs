@@ -41,6 +41,10 @@ pub const MAX_TEXT_DEFAULT_BYTES: usize = 1024;
 pub struct SchemaError(String);
 
 impl SchemaError {
+    pub(crate) fn new(message: String) -> Self {
+        SchemaError(message)
+    }
+
     /// The stable code.
     pub fn code(&self) -> &'static str {
         "INVALID_SCHEMA"
@@ -313,16 +317,28 @@ impl Table {
         )
     }
 
-    /// `CREATE INDEX` for `index`, named after its table and columns.
+    /// `CREATE INDEX` for `index`, named by [`Table::index_name`].
     pub fn index_sql(&self, index: &Index) -> String {
-        let name = format!("ix_{}_{}", self.name, index.columns.join("_"));
         let columns: Vec<String> = index.columns.iter().map(|c| quote(c)).collect();
         format!(
             "CREATE {}INDEX {} ON {} ({})",
             if index.unique { "UNIQUE " } else { "" },
-            quote(&name),
+            quote(&self.index_name(index)),
             quote(&self.name),
             columns.join(", ")
+        )
+    }
+
+    /// The name of `index` on this table: `ix:<table>:<col>,<col>`, plus
+    /// `:u` if unique. Index names share one namespace per database; the
+    /// separators cannot occur in identifiers, so no two declared indexes
+    /// (nor a table) can ever get the same name.
+    pub fn index_name(&self, index: &Index) -> String {
+        format!(
+            "ix:{}:{}{}",
+            self.name,
+            index.columns.join(","),
+            if index.unique { ":u" } else { "" }
         )
     }
 }
@@ -362,7 +378,43 @@ impl Column {
         Ok(())
     }
 
+    /// The column's definition for `ALTER TABLE … ADD COLUMN`, or why it
+    /// cannot be added to a table that may already hold rows. SQLite adds a
+    /// column without rewriting the table, so it must not be a key, must
+    /// not be `unique`, and its default must be a constant (not `now` or
+    /// `random_uuid`); a `not null` column needs a literal default.
+    pub fn added_definition_sql(&self, table: &str) -> Result<String, SchemaError> {
+        let at = format!("table `{table}`, new column `{}`", self.name);
+        if self.primary_key || self.unique {
+            return refuse(format!(
+                "{at}: a column added to an existing table cannot be primary_key or unique; add a unique index instead"
+            ));
+        }
+        match &self.default {
+            Some(ColumnDefault::Keyword(DefaultKeyword::Now | DefaultKeyword::RandomUuid)) => {
+                return refuse(format!(
+                    "{at}: a column added to an existing table cannot default to `now` or `random_uuid`; make it nullable or give it a literal default"
+                ));
+            }
+            Some(ColumnDefault::Value { .. }) => {}
+            None | Some(ColumnDefault::Keyword(DefaultKeyword::Null)) if !self.nullable => {
+                return refuse(format!(
+                    "{at}: a not-null column added to an existing table needs a literal default for the rows it already has"
+                ));
+            }
+            None | Some(ColumnDefault::Keyword(DefaultKeyword::Null)) => {}
+        }
+        Ok(self.definition(false))
+    }
+
     fn definition_sql(&self) -> String {
+        self.definition(true)
+    }
+
+    /// The column definition; `ADD COLUMN` refuses a parenthesised default
+    /// (`expression_default` false), `CREATE TABLE` needs it for the
+    /// computed ones.
+    fn definition(&self, expression_default: bool) -> String {
         let name = quote(&self.name);
         let mut sql = format!("{name} {}", self.ty.storage());
         if !self.nullable {
@@ -372,9 +424,11 @@ impl Column {
             sql.push_str(" UNIQUE");
         }
         if let Some(default) = &self.default {
-            sql.push_str(" DEFAULT (");
-            sql.push_str(&default_sql(default));
-            sql.push(')');
+            if expression_default {
+                sql.push_str(&format!(" DEFAULT ({})", default_sql(default)));
+            } else {
+                sql.push_str(&format!(" DEFAULT {}", default_sql(default)));
+            }
         }
         if let Some(check) = self.ty.check(&name) {
             sql.push_str(&format!(" CHECK ({check})"));

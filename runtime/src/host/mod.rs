@@ -1,6 +1,7 @@
 //! Host implementations of Switchyard's own interfaces (`switchyard:gateway`).
 //! The `wasi:*` interfaces come from wasmtime-wasi and wasmtime-wasi-http.
 
+pub(crate) mod db;
 pub(crate) mod kv;
 
 mod generated {
@@ -10,12 +11,14 @@ mod generated {
             package switchyard:host;
             world host {
                 import switchyard:gateway/kv@0.1.0;
+                import switchyard:gateway/db@0.1.0;
             }
         ",
         world: "switchyard:host/host",
         imports: { default: async },
-        additional_derives: [PartialEq, Eq],
+        additional_derives: [PartialEq],
     });
 }
 
+pub(crate) use generated::switchyard::gateway::db as db_bindings;
 pub(crate) use generated::switchyard::gateway::kv as kv_bindings;

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use switchyard_runtime::backend::kv::SqliteKv;
+use switchyard_runtime::backend::Backends;
 use switchyard_runtime::{
     App, AppSpec, BuildId, DispatchError, LimitsOverride, PoolConfig, ProjectId, RequestContext,
     Runtime, RuntimeConfig,
@@ -41,8 +41,8 @@ pub fn runtime(dir: &Path) -> Runtime {
 }
 
 pub fn runtime_with(config: RuntimeConfig, dir: &Path) -> Runtime {
-    let kv = SqliteKv::open(dir.join("kv.sqlite")).expect("kv opens");
-    Runtime::new(config, Arc::new(kv)).expect("runtime starts")
+    let backends = Backends::sqlite(dir).expect("backends open");
+    Runtime::new(config, backends).expect("runtime starts")
 }
 
 pub fn spec(project: &str, component: switchyard_runtime::ComponentId) -> AppSpec {
@@ -52,6 +52,7 @@ pub fn spec(project: &str, component: switchyard_runtime::ComponentId) -> AppSpe
         component,
         env: Vec::new(),
         limits: LimitsOverride::default(),
+        schema: Default::default(),
     }
 }
 
