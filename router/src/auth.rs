@@ -11,7 +11,7 @@
 
 use crate::config::AdminConfig;
 use crate::error::ApiError;
-use crate::store::{ControlStore, TokenRecord, now_ms};
+use crate::store::{ApiKeyRecord, ControlStore, KeyKind, TokenRecord, now_ms};
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -21,6 +21,8 @@ use switchyard_runtime::ProjectId;
 
 const ADMIN_PREFIX: &str = "sya_";
 const DEPLOY_PREFIX: &str = "syd_";
+const PUBLIC_KEY_PREFIX: &str = "sypk_";
+const SERVER_KEY_PREFIX: &str = "sysk_";
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +122,42 @@ pub fn new_deploy_token(project: &ProjectId, name: &str) -> (String, TokenRecord
     (token, record)
 }
 
+/// A new project API key: the string to show once (`sypk_<id>_<secret>`
+/// for public keys, `sysk_…` for server keys), and the record to store.
+pub fn new_api_key(project: &ProjectId, kind: KeyKind, name: &str) -> (String, ApiKeyRecord) {
+    let id = random_hex(8);
+    let secret = random_hex(24);
+    let prefix = match kind {
+        KeyKind::Public => PUBLIC_KEY_PREFIX,
+        KeyKind::Server => SERVER_KEY_PREFIX,
+    };
+    let key = format!("{prefix}{id}_{secret}");
+    let record = ApiKeyRecord {
+        id,
+        project: project.clone(),
+        kind,
+        name: name.to_owned(),
+        secret_hash: hex::encode(sha256(secret.as_bytes())),
+        created_at: now_ms(),
+    };
+    (key, record)
+}
+
+/// What `key` may do, checked against `keys` — the API keys of the project
+/// being asked, so a key of any other project (or a revoked or malformed
+/// one) is `None`. The secret is compared in constant time.
+pub fn check_api_key(keys: &[ApiKeyRecord], key: &str) -> Option<KeyKind> {
+    let (kind, rest) = if let Some(rest) = key.strip_prefix(PUBLIC_KEY_PREFIX) {
+        (KeyKind::Public, rest)
+    } else {
+        (KeyKind::Server, key.strip_prefix(SERVER_KEY_PREFIX)?)
+    };
+    let (id, secret) = rest.split_once('_')?;
+    let record = keys.iter().find(|k| k.id == id && k.kind == kind)?;
+    let stored = hex::decode(&record.secret_hash).ok()?;
+    bool::from(sha256(secret.as_bytes()).ct_eq(stored.as_slice())).then_some(kind)
+}
+
 /// Where the admin token came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminTokenSource {
@@ -204,6 +242,45 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_keys_open_only_their_project_and_kind() {
+        let project = ProjectId::new("shop").unwrap();
+        let (public, public_record) = new_api_key(&project, KeyKind::Public, "web");
+        let (server, server_record) = new_api_key(&project, KeyKind::Server, "api");
+        assert!(public.starts_with("sypk_") && server.starts_with("sysk_"));
+        assert_ne!(
+            public_record.secret_hash,
+            public.rsplit('_').next().unwrap()
+        );
+        let keys = [public_record.clone(), server_record.clone()];
+        assert_eq!(check_api_key(&keys, &public), Some(KeyKind::Public));
+        assert_eq!(check_api_key(&keys, &server), Some(KeyKind::Server));
+        // Another project's keys, a revoked key, a forged kind, a wrong
+        // secret, garbage.
+        assert_eq!(check_api_key(&[], &public), None);
+        assert_eq!(
+            check_api_key(std::slice::from_ref(&server_record), &public),
+            None
+        );
+        assert_eq!(
+            check_api_key(&keys, &public.replacen("sypk_", "sysk_", 1)),
+            None
+        );
+        let mut wrong = public.clone();
+        wrong.pop();
+        wrong.push('x');
+        assert_eq!(check_api_key(&keys, &wrong), None);
+        for garbage in [
+            "",
+            "sypk_",
+            "sypk__",
+            "sypk_x",
+            &format!("sya_{}", &public[5..]),
+        ] {
+            assert_eq!(check_api_key(&keys, garbage), None, "{garbage}");
+        }
+    }
     use crate::store::SqliteControlStore;
     use http::HeaderValue;
     use std::os::unix::fs::PermissionsExt;

@@ -6,10 +6,12 @@
 //! 3. a suspended project: 503 `PROJECT_SUSPENDED`;
 //! 4. the project's rate and daily quota: 429 with `Retry-After`;
 //!    then, with nothing deployed, 404 `NOT_DEPLOYED`;
-//! 5. GET/HEAD of a path in the build's assets: the asset;
-//! 6. a build with a component: the sandbox;
-//! 7. GET/HEAD with an SPA fallback: the fallback page;
-//! 8. else the build's not-found page, or 404.
+//! 5. `/_switchyard/…`: the platform's own endpoints (the database
+//!    gateway), never the guest;
+//! 6. GET/HEAD of a path in the build's assets: the asset;
+//! 7. a build with a component: the sandbox;
+//! 8. GET/HEAD with an SPA fallback: the fallback page;
+//! 9. else the build's not-found page, or 404.
 //!
 //! Every response gets `X-Request-Id`; every request a `request` span
 //! (request id, host, project, build), an access-log event in it (method,
@@ -181,6 +183,9 @@ async fn route_and_serve(
         })?;
     let build = route.build.clone().ok_or(ApiError::NotDeployed)?;
     span.record("build", build.record.id.as_str());
+    if let Some(endpoint) = crate::gateway::endpoint(request.uri().path()) {
+        return crate::gateway::serve(node, &route, &build, endpoint, request, request_id).await;
+    }
     let manifest = &build.record.manifest;
     let readable = matches!(*request.method(), Method::GET | Method::HEAD);
 

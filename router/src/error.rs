@@ -9,6 +9,7 @@
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, Full};
+use switchyard_runtime::backend::db::DbError;
 use switchyard_runtime::{DispatchError, LoadError};
 
 /// Error type of response bodies.
@@ -102,6 +103,15 @@ pub enum ApiError {
     /// A backend is down or slow; retrying later may work.
     #[error("a backend is unavailable; try again shortly")]
     Unavailable(String),
+    /// A gateway database call failed; `batch_index` says which query of a
+    /// batch.
+    #[error("{}{error}", batch_index.map(|i| format!("query {i}: ")).unwrap_or_default())]
+    Db {
+        /// What failed.
+        error: DbError,
+        /// The failing query's position, for batches.
+        batch_index: Option<usize>,
+    },
     /// A bug or an unexpected failure.
     #[error("internal error")]
     Internal(String),
@@ -127,6 +137,7 @@ impl ApiError {
             ApiError::Dispatch(e) => e.code(),
             ApiError::Load(e) => e.code(),
             ApiError::Unavailable(_) => "UNAVAILABLE",
+            ApiError::Db { error, .. } => error.code(),
             ApiError::Internal(_) => "INTERNAL",
         }
     }
@@ -149,6 +160,13 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Db { error, .. } => match error {
+                DbError::Query(_) => StatusCode::BAD_REQUEST,
+                DbError::ConstraintViolation(_) => StatusCode::CONFLICT,
+                DbError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                DbError::QuotaExceeded => StatusCode::INSUFFICIENT_STORAGE,
+                DbError::Busy | DbError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            },
             ApiError::Dispatch(e) => e.status(),
             ApiError::Load(e) if e.is_client_error() => StatusCode::BAD_REQUEST,
             ApiError::Load(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -159,6 +177,10 @@ impl ApiError {
     pub fn detail(&self) -> Option<&str> {
         match self {
             ApiError::Unavailable(d) | ApiError::Internal(d) => Some(d),
+            ApiError::Db {
+                error: DbError::Unavailable { detail },
+                ..
+            } => Some(detail),
             ApiError::Dispatch(e) => e.detail(),
             _ => None,
         }
@@ -171,6 +193,10 @@ impl ApiError {
             }
             ApiError::Suspended
             | ApiError::Unavailable(_)
+            | ApiError::Db {
+                error: DbError::Busy | DbError::Unavailable { .. },
+                ..
+            }
             | ApiError::Dispatch(DispatchError::Capacity) => Some(1),
             _ => None,
         }

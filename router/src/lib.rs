@@ -12,6 +12,7 @@ pub mod config;
 pub mod deploy;
 pub mod dispatch;
 pub mod error;
+pub mod gateway;
 pub mod hostname;
 pub mod idle;
 pub mod metrics;

@@ -9,7 +9,7 @@
 use crate::build::BuildRecord;
 use crate::config::TenantDefaults;
 use crate::error::ApiError;
-use crate::store::{ControlStore, Project};
+use crate::store::{ApiKeyRecord, ControlStore, Project};
 use globset::{Glob, GlobMatcher};
 use http::{HeaderName, HeaderValue};
 use std::sync::Arc;
@@ -29,6 +29,10 @@ pub struct Route {
     pub build: Option<Arc<LiveBuild>>,
     /// Its request limits.
     pub rate: RateSpec,
+    /// Its API keys, for the database gateway: loaded with the route, so
+    /// a key check reads no store, and dropped with it on any change of
+    /// the project (a revoked key stops working at once).
+    pub keys: Vec<ApiKeyRecord>,
 }
 
 /// A project's request limits, resolved against the server defaults.
@@ -255,10 +259,12 @@ impl RouteTable {
                 .daily_requests
                 .unwrap_or(self.tenants.daily_requests),
         };
+        let keys = self.store.api_keys(&project.id).await?;
         Ok(Some(Arc::new(Route {
             project,
             build,
             rate,
+            keys,
         })))
     }
 

@@ -1,6 +1,8 @@
 //! The per-request cost of the sandbox: build a store, instantiate the
 //! `hello` example, call its handler for `GET /`, read the whole response,
-//! drop everything. Run: `cargo bench -p switchyard-runtime --bench sandbox`.
+//! drop everything; and the same for `todo-api` requests that make one
+//! gateway DB call (a point select, an insert). Run:
+//! `cargo bench -p switchyard-runtime --bench sandbox`.
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -11,7 +13,9 @@ use switchyard_runtime::{
     AppSpec, BuildId, LimitsOverride, PoolConfig, ProjectId, RequestContext, Runtime, RuntimeConfig,
 };
 
-fn sandbox(c: &mut Criterion) {
+/// A single-threaded tokio runtime and a sandbox with a small pool, its
+/// artifacts and data in a temporary directory (kept alive by the caller).
+fn setup() -> (tokio::runtime::Runtime, tempfile::TempDir, Runtime) {
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -30,6 +34,11 @@ fn sandbox(c: &mut Criterion) {
     };
     let backends = tokio.block_on(async { Backends::sqlite(dir.path()) });
     let runtime = Runtime::new(config, backends.expect("backends open")).expect("runtime starts");
+    (tokio, dir, runtime)
+}
+
+fn sandbox(c: &mut Criterion) {
+    let (tokio, _dir, runtime) = setup();
     let ctx = RequestContext {
         request_id: Arc::from("bench"),
         tls: false,
@@ -74,5 +83,78 @@ fn sandbox(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, sandbox);
+/// `todo-api` answering from its database: one host call per request.
+fn gateway_db(c: &mut Criterion) {
+    use switchyard_runtime::db::migrate::Removals;
+    use switchyard_runtime::db::schema::{Schema, Table};
+
+    #[derive(serde::Deserialize)]
+    struct Manifest {
+        tables: Vec<Table>,
+    }
+
+    let (tokio, _dir, runtime) = setup();
+    let manifest = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/todo-api/switchyard.toml"
+    );
+    let manifest: Manifest =
+        toml::from_str(&std::fs::read_to_string(manifest).expect("manifest")).expect("parses");
+    let schema = Arc::new(Schema::new(manifest.tables).expect("valid tables"));
+    let project = ProjectId::new("bench").expect("valid id");
+    let app = tokio.block_on(async {
+        runtime
+            .db()
+            .migrate(&project, &schema, Removals::Refuse)
+            .await
+            .expect("migrates");
+        let bytes = switchyard_test_artifacts::read(switchyard_test_artifacts::TODO_API);
+        let spec = AppSpec {
+            project: project.clone(),
+            build: BuildId::new("todo").expect("valid id"),
+            component: runtime.compile(&bytes).await.expect("compiles"),
+            env: Vec::new(),
+            limits: LimitsOverride::default(),
+            schema: schema.clone(),
+        };
+        runtime.app(&spec).await.expect("loads")
+    });
+    let ctx = RequestContext {
+        request_id: Arc::from("bench"),
+        tls: false,
+    };
+    let send = |request: http::Request<http_body_util::Full<Bytes>>, status: u16| {
+        let (app, ctx) = (app.clone(), ctx.clone());
+        async move {
+            let response = app.handle(request, ctx).await.expect("answers");
+            assert_eq!(response.status(), status);
+            response.into_body().collect().await.expect("complete body");
+        }
+    };
+    let insert = || {
+        http::Request::post("http://bench.localhost/api/todos")
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(Bytes::from_static(
+                br#"{"title":"benchmark"}"#,
+            )))
+            .expect("valid request")
+    };
+    tokio.block_on(send(insert(), 201));
+    let get = |path: &'static str| {
+        http::Request::get(format!("http://bench.localhost{path}"))
+            .body(http_body_util::Full::new(Bytes::new()))
+            .expect("valid request")
+    };
+    c.bench_function("todo-api, no db call (404)", |b| {
+        b.to_async(&tokio).iter(|| send(get("/nothing"), 404))
+    });
+    c.bench_function("todo-api, point select (GET /api/todos/1)", |b| {
+        b.to_async(&tokio).iter(|| send(get("/api/todos/1"), 200))
+    });
+    c.bench_function("todo-api, durable insert (POST /api/todos)", |b| {
+        b.to_async(&tokio).iter(|| send(insert(), 201))
+    });
+}
+
+criterion_group!(benches, sandbox, gateway_db);
 criterion_main!(benches);

@@ -2,7 +2,10 @@
 //!
 //! The `todos` table is declared in `switchyard.toml`; Switchyard creates it
 //! at deploy. This guest has full access to it, the `sensitive` column
-//! `owner_email` included.
+//! `owner_email` included; the static front end in `assets/` reads and
+//! toggles the same rows from the browser through Switchyard's database
+//! gateway (`/_switchyard/db/query`) with a public key, which never sees
+//! `owner_email`.
 //!
 //! - `GET /api/todos?done=true|false&limit=N` lists todos, newest first;
 //! - `POST /api/todos` `{"title": …, "owner_email"?: …}` creates one (201);
@@ -11,7 +14,10 @@
 //! - `DELETE /api/todos/:id` deletes one (204);
 //! - `POST /api/todos/done/clear` deletes every done todo, and
 //!   `POST /api/todos/import` `[{"title": …}, …]` inserts a list in one
-//!   transaction (all or nothing).
+//!   transaction (all or nothing);
+//! - `GET /api/config` gives the front end the project's public key, from
+//!   the project variable `TODO_PUBLIC_KEY` (public keys are meant to be
+//!   seen by browsers).
 //!
 //! Database errors come back as `{"error": {"code", "message"}}` with a
 //! matching status (400, 404, 409, 503, …).
@@ -157,8 +163,14 @@ fn import(req: &Request) -> Result<Response, db::Error> {
     Ok(Response::json(&serde_json::json!({ "imported": imported })).with_status(201))
 }
 
+fn config() -> Response {
+    let key = std::env::var("TODO_PUBLIC_KEY").ok();
+    Response::json(&serde_json::json!({ "publicKey": key }))
+}
+
 fn handle(req: Request) -> Response {
     Router::new()
+        .get("/api/config", |_, _| config())
         .get("/api/todos", |req, _| list(req))
         .post("/api/todos", |req, _| create(req))
         .post("/api/todos/done/clear", |_, _| clear_done())

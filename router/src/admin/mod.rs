@@ -9,6 +9,7 @@
 mod certificates;
 mod deployments;
 mod health;
+mod keys;
 mod logs;
 mod projects;
 mod tokens;
@@ -63,6 +64,9 @@ pub(crate) enum Endpoint {
     ListTokens,
     CreateToken,
     RevokeToken,
+    ListKeys,
+    CreateKey,
+    RevokeKey,
     Logs,
     ListCertificates,
     PutCertificate,
@@ -160,6 +164,21 @@ pub(crate) const ROUTES: &[(Method, &str, Endpoint)] = &[
         Method::DELETE,
         "/v1/projects/{project}/tokens/{token}",
         Endpoint::RevokeToken,
+    ),
+    (
+        Method::GET,
+        "/v1/projects/{project}/keys",
+        Endpoint::ListKeys,
+    ),
+    (
+        Method::POST,
+        "/v1/projects/{project}/keys",
+        Endpoint::CreateKey,
+    ),
+    (
+        Method::DELETE,
+        "/v1/projects/{project}/keys/{key}",
+        Endpoint::RevokeKey,
     ),
     (Method::GET, "/v1/projects/{project}/logs", Endpoint::Logs),
     (Method::GET, "/v1/certificates", Endpoint::ListCertificates),
@@ -318,6 +337,9 @@ async fn route(
         Endpoint::ListTokens => tokens::list(call).await,
         Endpoint::CreateToken => tokens::create(call).await,
         Endpoint::RevokeToken => tokens::revoke(call).await,
+        Endpoint::ListKeys => keys::list(call).await,
+        Endpoint::CreateKey => keys::create(call).await,
+        Endpoint::RevokeKey => keys::revoke(call).await,
         Endpoint::Logs => logs::read(call).await,
         Endpoint::ListCertificates => certificates::list(call).await,
         Endpoint::PutCertificate => certificates::put(call).await,

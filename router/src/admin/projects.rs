@@ -222,6 +222,7 @@ pub(crate) async fn set_limits(mut call: Call<'_>) -> Result<Response<Body>, Api
     if settings.requests_per_minute == Some(0) {
         return Err(invalid("requests_per_minute must be at least 1".into()));
     }
+    crate::gateway::cors::check_origins(&settings.cors_origins).map_err(invalid)?;
     node.store.set_settings(&id, &settings).await?;
     ok(StatusCode::OK, serde_json::json!({ "settings": settings }))
 }

@@ -91,6 +91,9 @@ enum Command {
     /// Deploy tokens.
     #[command(subcommand)]
     Tokens(TokensCmd),
+    /// API keys for the database gateway.
+    #[command(subcommand)]
+    Keys(KeysCmd),
     /// A project's captured output.
     Logs {
         /// The project.
@@ -206,6 +209,41 @@ enum TokensCmd {
         /// The token's id.
         id: String,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// List a project's API keys.
+    List {
+        /// The project.
+        project: String,
+    },
+    /// Create an API key (shown once).
+    Create {
+        /// The project.
+        project: String,
+        /// `public`: for browsers, client columns only, safe to publish;
+        /// `server`: every column, keep it secret.
+        #[arg(value_enum)]
+        kind: KeyKindArg,
+        /// A label.
+        #[arg(long, default_value = "default")]
+        name: String,
+    },
+    /// Revoke an API key.
+    Revoke {
+        /// The project.
+        project: String,
+        /// The key's id.
+        id: String,
+    },
+}
+
+/// The kinds of API key.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum KeyKindArg {
+    Public,
+    Server,
 }
 
 /// Runs the CLI; the binary's `main`.
@@ -420,6 +458,47 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         &format!("/v1/projects/{project}/tokens/{id}"),
                         None,
                     )?,
+                    &|_| format!("revoked {id}"),
+                ),
+            }
+            Ok(())
+        }
+        Command::Keys(cmd) => {
+            let client = cli.connection.client()?;
+            match cmd {
+                KeysCmd::List { project } => print(
+                    client.call("GET", &format!("/v1/projects/{project}/keys"), None)?,
+                    &|data| {
+                        lines(data, |k| {
+                            format!(
+                                "{}  {}  {}",
+                                text(&k["id"]),
+                                text(&k["kind"]),
+                                text(&k["name"])
+                            )
+                        })
+                    },
+                ),
+                KeysCmd::Create {
+                    project,
+                    kind,
+                    name,
+                } => print(
+                    client.call(
+                        "POST",
+                        &format!("/v1/projects/{project}/keys"),
+                        Some(serde_json::json!({
+                            "kind": match kind {
+                                KeyKindArg::Public => "public",
+                                KeyKindArg::Server => "server",
+                            },
+                            "name": name,
+                        })),
+                    )?,
+                    &|k| format!("{}\n(shown once: store it now)", text(&k["key"])),
+                ),
+                KeysCmd::Revoke { project, id } => print(
+                    client.call("DELETE", &format!("/v1/projects/{project}/keys/{id}"), None)?,
                     &|_| format!("revoked {id}"),
                 ),
             }

@@ -2,8 +2,8 @@
 //! own, so it can run against a shared store.
 
 use super::{
-    CertificateRecord, Change, ControlStore, EnvVar, ProjectSettings, StoreError, TokenRecord,
-    now_ms,
+    ApiKeyRecord, CertificateRecord, Change, ControlStore, EnvVar, KeyKind, ProjectSettings,
+    StoreError, TokenRecord, now_ms,
 };
 use crate::build::{BuildManifest, BuildRecord, new_build_id};
 use crate::hostname::Hostname;
@@ -98,6 +98,7 @@ async fn projects_and_settings(store: &dyn ControlStore) {
         requests_per_minute: Some(60),
         burst: Some(5),
         daily_requests: Some(1000),
+        cors_origins: vec!["https://app.example.com".into()],
     };
     store.set_settings(&id, &settings).await.unwrap();
 
@@ -319,6 +320,43 @@ async fn tokens_and_certificates(store: &dyn ControlStore) {
     );
     assert!(store.revoke_token(&id, &token.id).await.unwrap());
     assert_eq!(store.token(&token.id).await.unwrap(), None);
+
+    let key = ApiKeyRecord {
+        id: format!("k{}", id.as_str()),
+        project: id.clone(),
+        kind: KeyKind::Public,
+        name: "web".into(),
+        secret_hash: "cd".repeat(32),
+        created_at: now_ms(),
+    };
+    let server_key = ApiKeyRecord {
+        id: format!("s{}", id.as_str()),
+        kind: KeyKind::Server,
+        ..key.clone()
+    };
+    store.create_api_key(&key).await.unwrap();
+    store.create_api_key(&server_key).await.unwrap();
+    assert_eq!(store.api_key(&key.id).await.unwrap(), Some(key.clone()));
+    assert_eq!(
+        store.api_key(&server_key.id).await.unwrap().unwrap().kind,
+        KeyKind::Server
+    );
+    assert_eq!(store.api_keys(&id).await.unwrap().len(), 2);
+    assert_eq!(
+        store.token(&key.id).await.unwrap(),
+        None,
+        "keys are not deploy tokens"
+    );
+    assert!(
+        !store.revoke_api_key(&other, &key.id).await.unwrap(),
+        "scoped to its project"
+    );
+    assert!(store.revoke_api_key(&id, &key.id).await.unwrap());
+    assert_eq!(store.api_key(&key.id).await.unwrap(), None);
+    assert_eq!(
+        store.api_keys(&id).await.unwrap(),
+        std::slice::from_ref(&server_key)
+    );
 
     let name = host(&format!("{}.certs.example", id.as_str()));
     let cert = CertificateRecord {

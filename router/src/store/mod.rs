@@ -1,5 +1,5 @@
 //! The control store: projects, hostnames, builds and the active build
-//! pointer, env, limits, deploy tokens and certificates. One trait, so the
+//! pointer, env, limits, deploy tokens, API keys and certificates. One trait, so the
 //! embedded SQLite store and a shared one (for many nodes) are
 //! interchangeable; every write is announced on [`ControlStore::subscribe`]
 //! so caches (routes, certificates) drop what changed.
@@ -60,6 +60,10 @@ pub struct ProjectSettings {
     /// Requests per UTC day; 0 for none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub daily_requests: Option<u64>,
+    /// Origins whose pages may call the database gateway
+    /// (`https://app.example.com`, or `*` for any).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cors_origins: Vec<String>,
 }
 
 /// A hostname routed to a project.
@@ -80,6 +84,44 @@ pub struct TokenRecord {
     pub id: String,
     /// The only project it may act on.
     pub project: ProjectId,
+    /// A label for people.
+    pub name: String,
+    /// SHA-256 of the secret part, hex.
+    pub secret_hash: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// What a project API key may do on the HTTP database gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyKind {
+    /// For browsers: `client_read` / `client_write` columns only, never
+    /// sensitive ones.
+    Public,
+    /// For the project's servers: every column of its tables.
+    Server,
+}
+
+impl KeyKind {
+    /// The name used in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Public => "public",
+            KeyKind::Server => "server",
+        }
+    }
+}
+
+/// A project API key, as stored: its secret only hashed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// Public id (part of the key string).
+    pub id: String,
+    /// The only project it opens.
+    pub project: ProjectId,
+    /// Public or server.
+    pub kind: KeyKind,
     /// A label for people.
     pub name: String,
     /// SHA-256 of the secret part, hex.
@@ -234,6 +276,18 @@ pub trait ControlStore: Send + Sync + 'static {
     async fn tokens(&self, project: &ProjectId) -> Result<Vec<TokenRecord>, StoreError>;
     /// Revokes a token of `project`; whether it existed.
     async fn revoke_token(&self, project: &ProjectId, id: &str) -> Result<bool, StoreError>;
+
+    /// Stores a project API key.
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+
+    /// An API key by id.
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+
+    /// The API keys of a project.
+    async fn api_keys(&self, project: &ProjectId) -> Result<Vec<ApiKeyRecord>, StoreError>;
+
+    /// Revokes an API key of `project`; whether it existed.
+    async fn revoke_api_key(&self, project: &ProjectId, id: &str) -> Result<bool, StoreError>;
 
     /// Stores (or replaces) the certificate for a hostname.
     async fn put_certificate(&self, cert: &CertificateRecord) -> Result<(), StoreError>;

@@ -1,8 +1,8 @@
 //! The embedded control store: one SQLite file.
 
 use super::{
-    CertificateRecord, Change, ControlStore, EnvVar, HostnameRecord, Page, Project,
-    ProjectSettings, StoreError, TokenRecord, now_ms,
+    ApiKeyRecord, CertificateRecord, Change, ControlStore, EnvVar, HostnameRecord, KeyKind, Page,
+    Project, ProjectSettings, StoreError, TokenRecord, now_ms,
 };
 use crate::build::{BuildManifest, BuildRecord};
 use crate::hostname::{Hostname, wildcard_for};
@@ -13,7 +13,7 @@ use switchyard_runtime::backend::sqlite::{DbError, SqliteDb};
 use switchyard_runtime::{BuildId, ComponentId, ProjectId};
 use tokio::sync::broadcast;
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// The control store in a SQLite file (WAL, `synchronous=FULL`).
 pub struct SqliteControlStore {
@@ -76,6 +76,28 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         return Ok(());
     }
     let tx = conn.transaction()?;
+    if version < 1 {
+        create_v1(&tx)?;
+    }
+    if version < 2 {
+        tx.execute_batch(
+            "CREATE TABLE api_keys (
+                 id TEXT PRIMARY KEY,
+                 project TEXT NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+                 kind TEXT NOT NULL CHECK (kind IN ('public', 'server')),
+                 name TEXT NOT NULL,
+                 secret_hash TEXT NOT NULL,
+                 created_at INTEGER NOT NULL
+             );
+             CREATE INDEX api_keys_by_project ON api_keys (project);",
+        )?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()
+}
+
+/// The first schema.
+fn create_v1(tx: &Connection) -> rusqlite::Result<()> {
     tx.execute_batch(
         "CREATE TABLE projects (
              id TEXT PRIMARY KEY,
@@ -126,9 +148,7 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
              key_pem TEXT NOT NULL,
              created_at INTEGER NOT NULL
          );",
-    )?;
-    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-    tx.commit()
+    )
 }
 
 fn exists(conn: &Connection, project: &str) -> Result<(), StoreError> {
@@ -724,6 +744,68 @@ impl ControlStore for SqliteControlStore {
         .await
     }
 
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.project_change(&key.project.clone(), move |conn, id| {
+            exists(conn, id)?;
+            conn.execute(
+                "INSERT INTO api_keys (id, project, kind, name, secret_hash, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    key.id,
+                    id,
+                    key.kind.as_str(),
+                    key.name,
+                    key.secret_hash,
+                    key.created_at
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let id = id.to_owned();
+        self.db
+            .read(move |conn| {
+                conn.query_row(
+                    "SELECT id, project, kind, name, secret_hash, created_at FROM api_keys WHERE id = ?1",
+                    [id],
+                    api_key_from_row,
+                )
+                .optional()?
+                .transpose()
+            })
+            .await
+    }
+
+    async fn api_keys(&self, project: &ProjectId) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let project = project.as_str().to_owned();
+        self.db
+            .read(move |conn| {
+                conn.prepare_cached(
+                    "SELECT id, project, kind, name, secret_hash, created_at FROM api_keys
+                     WHERE project = ?1 ORDER BY created_at, id",
+                )?
+                .query_map([project], api_key_from_row)?
+                .map(|row| row.map_err(StoreError::from).and_then(|key| key))
+                .collect()
+            })
+            .await
+    }
+
+    async fn revoke_api_key(&self, project: &ProjectId, id: &str) -> Result<bool, StoreError> {
+        let key = id.to_owned();
+        self.project_change(project, move |conn, id| {
+            Ok(conn.execute(
+                "DELETE FROM api_keys WHERE id = ?1 AND project = ?2",
+                params![key, id],
+            )? > 0)
+        })
+        .await
+    }
+
     async fn put_certificate(&self, cert: &CertificateRecord) -> Result<(), StoreError> {
         let cert = cert.clone();
         self.db
@@ -776,6 +858,41 @@ impl ControlStore for SqliteControlStore {
         self.announce(Change::Certificates);
         Ok(deleted)
     }
+}
+
+fn api_key_from_row(r: &Row<'_>) -> rusqlite::Result<Result<ApiKeyRecord, StoreError>> {
+    let (id, project, kind, name, secret_hash, created_at): (
+        String,
+        String,
+        String,
+        String,
+        String,
+        i64,
+    ) = (
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    );
+    let kind = match kind.as_str() {
+        "public" => KeyKind::Public,
+        "server" => KeyKind::Server,
+        other => {
+            return Ok(Err(StoreError::Unavailable(format!(
+                "corrupt record: key kind `{other}`"
+            ))));
+        }
+    };
+    Ok(parse_project(&project).map(|project| ApiKeyRecord {
+        id,
+        project,
+        kind,
+        name,
+        secret_hash,
+        created_at,
+    }))
 }
 
 fn token_from_row(r: &Row<'_>) -> rusqlite::Result<Result<TokenRecord, StoreError>> {

@@ -13,4 +13,5 @@ mod controls;
 mod crash;
 mod database;
 mod deploys;
+mod gateway;
 mod listeners;
