@@ -18,7 +18,8 @@
 //! `allow_destructive_migrations`, so a migration that committed before a
 //! failed step 7 leaves a database the previous build still works with.
 //! A rollback brings back the tables and columns its build declares and
-//! drops nothing.
+//! drops nothing; it takes the deploy lease too, so it never interleaves
+//! with a deploy's migration.
 //!
 //! A crash before 7 leaves only scratch files (removed at startup),
 //! unreferenced objects (removed by garbage collection) and a lease that
@@ -141,15 +142,7 @@ impl Deployer {
             .await?
             .ok_or(ApiError::NotFound("project"))?
             .settings;
-        let holder = format!("{}{:016x}", self.holder_prefix, rand::random::<u64>());
-        self.store
-            .begin_deploy(project, &holder, LEASE_TTL_MS)
-            .await?;
-        let lease = Lease {
-            store: self.store.clone(),
-            project: project.clone(),
-            holder,
-        };
+        let lease = self.lease(project).await?;
 
         let scratch = tempfile::Builder::new()
             .prefix("deploy-")
@@ -261,6 +254,8 @@ impl Deployer {
             .await?
             .ok_or(ApiError::NotFound("project"))?
             .active_build;
+        // A rollback migrates too: it must not interleave with a deploy.
+        let _lease = self.lease(project).await?;
         let target = match to {
             Some(id) => self
                 .store
@@ -293,6 +288,20 @@ impl Deployer {
         self.store.activate_build(project, &target.id).await?;
         self.runtime.invalidate(project);
         Ok(target)
+    }
+
+    /// Takes `project`'s deploy lease (`DEPLOY_IN_PROGRESS` if another
+    /// deploy or rollback holds it); released when dropped.
+    async fn lease(&self, project: &ProjectId) -> Result<Lease, ApiError> {
+        let holder = format!("{}{:016x}", self.holder_prefix, rand::random::<u64>());
+        self.store
+            .begin_deploy(project, &holder, LEASE_TTL_MS)
+            .await?;
+        Ok(Lease {
+            store: self.store.clone(),
+            project: project.clone(),
+            holder,
+        })
     }
 
     /// Brings `project`'s database to `schema`.

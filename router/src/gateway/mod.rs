@@ -47,8 +47,11 @@ pub const MAX_BATCH: usize = 100;
 /// Which platform endpoint `raw_path` is, if it is under [`PREFIX`]
 /// (decoded, so no spelling of the prefix reaches the guest).
 pub fn endpoint(raw_path: &str) -> Option<Endpoint> {
-    let decoded = crate::assets::percent_decode(raw_path);
-    let path = decoded.as_deref().unwrap_or(raw_path);
+    // A path that does not decode (invalid UTF-8) is matched with only
+    // its `_` escapes undone, so no spelling of the prefix slips through.
+    let decoded = crate::assets::percent_decode(raw_path)
+        .unwrap_or_else(|| raw_path.replace("%5F", "_").replace("%5f", "_"));
+    let path = decoded.as_str();
     let endpoint = match path {
         "/_switchyard/db/query" => Endpoint::Query,
         "/_switchyard/db/batch" => Endpoint::Batch,
@@ -143,7 +146,11 @@ async fn answer(
         Endpoint::Batch => (json::batch(&body, MAX_BATCH).map_err(invalid)?, true),
         _ => (vec![json::query(&body).map_err(invalid)?], false),
     };
-    let limits = node.routes.project_limits(&route.project);
+    // The project's limits, as the build's `[limits]` lowered them.
+    let mut limits = node.routes.project_limits(&route.project);
+    if let Some(spec) = &build.spec {
+        limits = limits.with_overrides(&spec.limits);
+    }
     let call = Call {
         schema: build.schema.clone(),
         access,

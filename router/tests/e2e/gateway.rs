@@ -184,6 +184,7 @@ async fn public_and_server_keys_share_the_guests_data_with_their_own_rights() {
         "/_switchyard/other",
         "/%5Fswitchyard/db/nothing",
         "/_switchyard/db/query/x",
+        "/%5fswitchyard/db/query%FF",
     ] {
         let unknown = server.get(host, path).await;
         assert_eq!(unknown.code(), "NOT_FOUND", "{path}: {}", unknown.text());

@@ -16,6 +16,11 @@
 use super::query::{Condition, Filter, IsValue, Op, Operand, Order, Query, Value};
 use super::schema::{Column, ColumnType, Schema, Table, is_uuid, quote};
 
+/// Longest `like` / `ilike` pattern, in bytes.
+pub const MAX_PATTERN_BYTES: usize = 256;
+/// Most `%` in one pattern.
+pub const MAX_PATTERN_WILDCARDS: usize = 16;
+
 /// Who is asking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -70,6 +75,10 @@ pub enum QueryError {
     /// The column exists, but this caller may not use it this way.
     #[error("column `{0}` may not be {1} with this key")]
     ColumnNotAllowed(String, &'static str),
+    /// A public key asked to insert into or delete from a table none of
+    /// whose columns it may write (code `COLUMN_NOT_ALLOWED`).
+    #[error("table `{0}` is read-only with this key")]
+    ReadOnlyTable(String),
     /// A value does not fit its column.
     #[error("{0}")]
     InvalidValue(String),
@@ -92,7 +101,7 @@ impl QueryError {
         match self {
             QueryError::TableNotFound(_) => "TABLE_NOT_FOUND",
             QueryError::ColumnNotFound(_) => "COLUMN_NOT_FOUND",
-            QueryError::ColumnNotAllowed(..) => "COLUMN_NOT_ALLOWED",
+            QueryError::ColumnNotAllowed(..) | QueryError::ReadOnlyTable(_) => "COLUMN_NOT_ALLOWED",
             QueryError::InvalidValue(_) => "INVALID_VALUE",
             QueryError::InvalidFilter(_) => "INVALID_FILTER",
             QueryError::FilterlessMutation => "FILTERLESS_MUTATION",
@@ -124,6 +133,14 @@ pub fn compile(
     let table = schema
         .table(query.table())
         .ok_or_else(|| QueryError::TableNotFound(shown(query.table())))?;
+    // A public key changes rows only in tables it may write a column of:
+    // no `DEFAULT VALUES` insert and no delete in a read-only table.
+    if access == Access::Public
+        && !matches!(query, Query::Select { .. })
+        && !table.columns.iter().any(|c| c.client_write && !c.sensitive)
+    {
+        return Err(QueryError::ReadOnlyTable(table.name.clone()));
+    }
     let mut out = Builder {
         table,
         access,
@@ -512,8 +529,17 @@ impl<'a> Builder<'a> {
             (Op::In, _) => Err(invalid("`in` takes a list")),
             (Op::Like | Op::Ilike, Operand::One(value)) => {
                 let value = compared(column, value)?;
-                if !matches!(value, Value::Text(_)) {
+                let Value::Text(pattern) = &value else {
                     return Err(invalid("a pattern must be text"));
+                };
+                // SQLite's matcher is one VM step per row, out of the
+                // timeout's reach: its cost must be bounded by the pattern.
+                if pattern.len() > MAX_PATTERN_BYTES
+                    || pattern.matches('%').count() > MAX_PATTERN_WILDCARDS
+                {
+                    return Err(QueryError::TooComplex(format!(
+                        "a pattern has at most {MAX_PATTERN_BYTES} bytes and {MAX_PATTERN_WILDCARDS} `%`"
+                    )));
                 }
                 self.params.push(value);
                 Ok(if condition.op == Op::Like {
@@ -818,6 +844,75 @@ mod tests {
             r#"SELECT "id", "title", "done", "score", "secret", "internal" FROM "todos" LIMIT ? OFFSET ?"#
         );
         assert_eq!(statement.params, [Value::S64(1000), Value::S64(0)]);
+    }
+
+    #[test]
+    fn patterns_are_bounded() {
+        let like = |pattern: String| {
+            run(
+                Access::Server,
+                &select(None, Some(cond("title", Op::Like, text(&pattern)))),
+            )
+        };
+        assert!(like("%".repeat(16)).is_ok());
+        assert!(like("a".repeat(256)).is_ok());
+        for too_much in ["%".repeat(17), "a".repeat(257)] {
+            assert_eq!(like(too_much).unwrap_err().code(), "QUERY_TOO_COMPLEX");
+        }
+    }
+
+    #[test]
+    fn public_keys_change_rows_only_in_tables_they_may_write() {
+        #[derive(serde::Deserialize)]
+        struct M {
+            tables: Vec<Table>,
+        }
+        let m: M = toml::from_str(
+            r#"
+            [[tables]]
+            name = "products"
+            columns = [
+              { name = "id", type = "integer", primary_key = true, client_read = true },
+              { name = "price", type = "integer", default = { value = 0 }, client_read = true },
+            ]
+            "#,
+        )
+        .unwrap();
+        let products = Schema::new(m.tables).unwrap();
+        let limits = QueryLimits::default();
+        let by_id = Some(cond("id", Op::Eq, Operand::One(Value::S64(1))));
+        let writes = [
+            // Every column defaulted: nothing named, still a write.
+            Query::Insert {
+                table: "products".into(),
+                columns: Vec::new(),
+                rows: vec![Vec::new()],
+                returning: None,
+            },
+            Query::Delete {
+                table: "products".into(),
+                filter: by_id.clone(),
+                returning: None,
+            },
+        ];
+        for write in &writes {
+            let err = compile(&products, Access::Public, write, &limits).unwrap_err();
+            assert_eq!(err.code(), "COLUMN_NOT_ALLOWED", "{write:?}");
+            assert_eq!(
+                err.to_string(),
+                "table `products` is read-only with this key"
+            );
+            assert!(compile(&products, Access::Server, write, &limits).is_ok());
+        }
+        let read = Query::Select {
+            table: "products".into(),
+            columns: None,
+            filter: by_id,
+            order: Vec::new(),
+            limit: None,
+            offset: None,
+        };
+        assert!(compile(&products, Access::Public, &read, &limits).is_ok());
     }
 
     #[test]

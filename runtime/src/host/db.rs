@@ -12,6 +12,9 @@ use crate::state::{RequestState, TenantCtx};
 use std::time::Duration;
 use wasmtime::component::{HasData, Linker};
 
+/// Most queries in one batch (as over HTTP).
+pub(crate) const MAX_BATCH: usize = 100;
+
 /// What the db host functions may touch: the tenant (read-only) and this
 /// request's call counter.
 pub(crate) struct DbView<'a> {
@@ -40,6 +43,13 @@ impl DbView<'_> {
             ));
         }
         *self.calls += 1;
+        if queries.len() > MAX_BATCH {
+            return Err(error(
+                ErrorCode::QueryTooComplex,
+                format!("a batch has at most {MAX_BATCH} queries"),
+                None,
+            ));
+        }
         let query_limits = QueryLimits::default();
         let queries = queries
             .into_iter()
@@ -98,7 +108,9 @@ fn to_wit_error(e: CallError) -> Error {
         DbError::Query(q) => match q {
             QueryError::TableNotFound(_) => ErrorCode::TableNotFound,
             QueryError::ColumnNotFound(_) => ErrorCode::ColumnNotFound,
-            QueryError::ColumnNotAllowed(..) => ErrorCode::ColumnNotAllowed,
+            QueryError::ColumnNotAllowed(..) | QueryError::ReadOnlyTable(_) => {
+                ErrorCode::ColumnNotAllowed
+            }
             QueryError::InvalidValue(_) => ErrorCode::InvalidValue,
             QueryError::InvalidFilter(_) => ErrorCode::InvalidFilter,
             QueryError::FilterlessMutation => ErrorCode::FilterlessMutation,

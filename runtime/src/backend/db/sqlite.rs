@@ -32,9 +32,10 @@ use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::limits::Limit;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags, ToSql, TransactionBehavior};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -48,6 +49,12 @@ const PROGRESS_STEPS: i32 = 1000;
 const WAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
 /// How long a migration waits for the writer (deploys are patient).
 const MIGRATION_WAIT: Duration = Duration::from_secs(30);
+/// SQLite's own cap on `LIKE` / `GLOB` patterns.
+const LIKE_PATTERN_LIMIT: i32 = 1024;
+/// SQLite's memory for every project's database together: past it, a
+/// statement fails (`DB_UNAVAILABLE`) instead of the process running out
+/// (a mutation's `RETURNING` rows, for one, are all buffered first).
+const HEAP_LIMIT_BYTES: i64 = 1024 * 1024 * 1024;
 /// Where applied migrations record the tables they leave.
 const META_TABLE: &str = "_switchyard_tables";
 
@@ -80,6 +87,10 @@ pub struct SqliteGatewayDb {
     dir: PathBuf,
     options: SqliteGatewayDbOptions,
     open: moka::sync::Cache<ProjectId, Arc<ProjectDb>>,
+    /// Every project database still in use, evicted from `open` or not:
+    /// a call that outlives its cache entry must not meet a second writer
+    /// for the same file.
+    live: Mutex<HashMap<ProjectId, Weak<ProjectDb>>>,
 }
 
 impl SqliteGatewayDb {
@@ -88,8 +99,13 @@ impl SqliteGatewayDb {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir)
             .map_err(|e| DbError::unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        // Process-wide; set through a throwaway connection.
+        Connection::open_in_memory()
+            .and_then(|c| c.pragma_update(None, "hard_heap_limit", HEAP_LIMIT_BYTES))
+            .map_err(DbError::unavailable)?;
         Ok(SqliteGatewayDb {
             open: moka::sync::Cache::new(options.open_projects.max(1)),
+            live: Mutex::new(HashMap::new()),
             dir,
             options,
         })
@@ -103,13 +119,20 @@ impl SqliteGatewayDb {
 
     fn project(&self, project: &ProjectId) -> Arc<ProjectDb> {
         self.open.get_with(project.clone(), || {
-            Arc::new(ProjectDb {
+            let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(db) = live.get(project).and_then(Weak::upgrade) {
+                return db;
+            }
+            live.retain(|_, db| db.strong_count() > 0);
+            let db = Arc::new(ProjectDb {
                 path: self.path(project),
                 writer: Arc::new(Mutex::new(None)),
                 readers: Arc::new(Mutex::new(Vec::new())),
                 write_permit: Arc::new(Semaphore::new(1)),
                 read_permits: Arc::new(Semaphore::new(self.options.readers.max(1))),
-            })
+            });
+            live.insert(project.clone(), Arc::downgrade(&db));
+            db
         })
     }
 }
@@ -158,6 +181,9 @@ impl Conn {
         conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DQS_DDL, false)?;
         conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
         conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)?;
+        // Above the validator's cap for tenants' patterns, room for the
+        // schema's own `uuid` check (a 260-byte GLOB).
+        conn.set_limit(Limit::SQLITE_LIMIT_LIKE_PATTERN_LENGTH, LIKE_PATTERN_LIMIT)?;
         // File locks held by another process (a checkpoint, a backup tool).
         conn.busy_timeout(Duration::from_secs(2))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -166,6 +192,9 @@ impl Conn {
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         conn.pragma_update(None, "trusted_schema", false)?;
         conn.pragma_update(None, "case_sensitive_like", true)?;
+        // Sorts and RETURNING buffers stay in memory, under the heap limit,
+        // instead of temp files outside the quota.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         if reader {
             conn.pragma_update(None, "query_only", true)?;
         }
@@ -264,7 +293,13 @@ impl ProjectDb {
             let Some(conn) = slot.as_mut() else {
                 return Err(CallError::whole(DbError::unavailable("no writer")));
             };
-            f(conn)
+            let result = f(conn);
+            // A connection left inside a transaction (a failed rollback)
+            // would fail every later call: open a fresh one next time.
+            if !conn.conn.is_autocommit() {
+                *slot = None;
+            }
+            result
         })
         .await
     }
@@ -285,10 +320,12 @@ impl ProjectDb {
                 None => Conn::open(&path, true).map_err(unavailable)?,
             };
             let result = f(&mut conn);
-            readers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(conn);
+            if conn.conn.is_autocommit() {
+                readers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(conn);
+            }
             result
         })
         .await
@@ -408,6 +445,10 @@ impl DbBackend for SqliteGatewayDb {
 
     async fn purge(&self, project: &ProjectId) -> Result<(), DbError> {
         self.open.invalidate(project);
+        self.live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(project);
         let path = self.path(project);
         for suffix in ["", "-wal", "-shm"] {
             let mut file = path.clone().into_os_string();
