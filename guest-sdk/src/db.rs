@@ -262,7 +262,7 @@ enum Expr {
 
 /// Conditions combined with `and` (for [`Select::or`] groups: with `or`).
 #[derive(Debug, Clone, Default)]
-pub struct Conditions {
+struct Conditions {
     exprs: Vec<Expr>,
 }
 

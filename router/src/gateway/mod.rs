@@ -47,6 +47,11 @@ pub const MAX_BATCH: usize = 100;
 /// Which platform endpoint `raw_path` is, if it is under [`PREFIX`]
 /// (decoded, so no spelling of the prefix reaches the guest).
 pub fn endpoint(raw_path: &str) -> Option<Endpoint> {
+    // Called for every request: only a path that starts with `/_` or with
+    // an escape can spell the prefix, so any other costs nothing.
+    if !(raw_path.starts_with("/_") || raw_path.starts_with("/%")) {
+        return None;
+    }
     // A path that does not decode (invalid UTF-8) is matched with only
     // its `_` escapes undone, so no spelling of the prefix slips through.
     let decoded = crate::assets::percent_decode(raw_path)

@@ -126,7 +126,10 @@ impl SqliteDb {
     }
 }
 
-async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, E>
+/// Runs `f` on tokio's blocking pool; a task that dies is a `DbError::Task`.
+pub(crate) async fn blocking<T, E>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, E>
 where
     T: Send + 'static,
     E: From<DbError> + Send + 'static,

@@ -23,6 +23,7 @@
 //! they leave in `_switchyard_tables`, which the next migration plans from.
 
 use super::{Call, CallError, CallLimits, DbBackend, DbError, MigrationError, Rows, value_bytes};
+use crate::backend::sqlite::blocking;
 use crate::db::migrate::{Removals, Step, plan};
 use crate::db::query::{Query, Value};
 use crate::db::schema::{ColumnType, Schema, Table, quote};
@@ -343,17 +344,12 @@ async fn acquire(
     }
 }
 
-/// Runs `f` on the blocking pool. A caller that gives up does not stop it:
-/// the statement runs to its deadline, and the permit it holds is released
-/// only then, so the connection count is never exceeded.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, CallError> + Send + 'static,
-) -> Result<T, CallError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(result) => result,
-        Err(e) => Err(CallError::whole(DbError::unavailable(format!(
-            "database task failed: {e}"
-        )))),
+/// A blocking task that died (`backend::sqlite::blocking`, which runs
+/// every call: a caller that gives up does not stop it, so the statement
+/// runs to its deadline and its permit is released only then).
+impl From<crate::backend::sqlite::DbError> for CallError {
+    fn from(e: crate::backend::sqlite::DbError) -> Self {
+        CallError::whole(DbError::unavailable(e))
     }
 }
 
