@@ -5,8 +5,11 @@
 
 use bytes::Bytes;
 use futures::StreamExt;
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
+use object_store::prefix::PrefixStore;
+use object_store::{ClientOptions, RetryConfig};
 use object_store::{GetOptions, GetRange, GetResult, ObjectStore, ObjectStoreExt, PutPayload};
 use std::collections::HashSet;
 use std::ops::Range;
@@ -24,6 +27,24 @@ impl From<object_store::Error> for BlobError {
     fn from(e: object_store::Error) -> Self {
         BlobError(e.to_string())
     }
+}
+
+/// How long one object request (with its retries) may take.
+const OBJECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where in S3 the objects are: `s3://<bucket>[/<prefix>][?endpoint=…&region=…]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Location {
+    /// The bucket.
+    pub bucket: String,
+    /// A key prefix inside it, so that one bucket can serve several
+    /// deployments.
+    pub prefix: Option<String>,
+    /// A non-AWS endpoint (`https://<account>.r2.cloudflarestorage.com`,
+    /// `http://minio:9000`); path-style requests are used with it.
+    pub endpoint: Option<String>,
+    /// The region (else `AWS_REGION` / `AWS_DEFAULT_REGION`).
+    pub region: Option<String>,
 }
 
 /// The object store holding every build's content.
@@ -47,6 +68,51 @@ impl BlobStore {
         Ok(BlobStore {
             store: Arc::new(store),
             local_root: Some(root),
+        })
+    }
+
+    /// A store in an S3-compatible bucket (AWS S3, R2, MinIO, …), under
+    /// `location.prefix`. Credentials and anything not in `location` come
+    /// from the standard `AWS_*` environment variables, never from the
+    /// configuration file, and are never logged.
+    pub fn s3(location: &S3Location) -> Result<Self, BlobError> {
+        Self::s3_with(AmazonS3Builder::from_env(), location)
+    }
+
+    /// [`Self::s3`] starting from `builder` instead of the environment.
+    fn s3_with(builder: AmazonS3Builder, location: &S3Location) -> Result<Self, BlobError> {
+        // reqwest's TLS uses the process's rustls provider: ring, as the
+        // listeners do. Installing it twice is harmless (the first stays).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = builder
+            .with_bucket_name(&location.bucket)
+            .with_client_options(
+                ClientOptions::new()
+                    .with_timeout(OBJECT_TIMEOUT)
+                    .with_connect_timeout(Duration::from_secs(5)),
+            )
+            .with_retry(RetryConfig {
+                max_retries: 3,
+                retry_timeout: OBJECT_TIMEOUT,
+                ..RetryConfig::default()
+            });
+        if let Some(endpoint) = &location.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"))
+                .with_virtual_hosted_style_request(false);
+        }
+        if let Some(region) = &location.region {
+            builder = builder.with_region(region);
+        }
+        let bucket = builder.build()?;
+        let store: Arc<dyn ObjectStore> = match &location.prefix {
+            Some(prefix) => Arc::new(PrefixStore::new(bucket, prefix.as_str())),
+            None => Arc::new(bucket),
+        };
+        Ok(BlobStore {
+            store,
+            local_root: None,
         })
     }
 
@@ -158,9 +224,29 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn stores_once_reads_ranges_and_collects_garbage() {
+    async fn an_s3_bucket_stores_reads_ranges_and_collects_garbage() {
+        let s3 = switchyard_test_services::shared_s3();
+        s3.create_bucket("blobs-test");
+        let location = S3Location {
+            bucket: "blobs-test".into(),
+            prefix: Some(format!("run-{}", rand::random::<u32>())),
+            endpoint: Some(s3.endpoint()),
+            region: Some("us-east-1".into()),
+        };
+        // moto takes any credentials; production reads them from AWS_*.
+        let credentials = AmazonS3Builder::new()
+            .with_access_key_id("test")
+            .with_secret_access_key("test");
+        exercise(&BlobStore::s3_with(credentials, &location).unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn a_directory_stores_reads_ranges_and_collects_garbage() {
         let dir = tempfile::tempdir().unwrap();
-        let blobs = BlobStore::local(dir.path()).unwrap();
+        exercise(&BlobStore::local(dir.path()).unwrap()).await;
+    }
+
+    async fn exercise(blobs: &BlobStore) {
         blobs
             .put_blob("aa", Bytes::from_static(b"hello world"))
             .await

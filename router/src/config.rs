@@ -44,6 +44,9 @@ pub struct Config {
     pub assets: AssetConfig,
     /// Log output.
     pub log: LogOutputConfig,
+    /// Where shared state lives: embedded in `data_dir` unless URLs say
+    /// otherwise (see docs/CLUSTER.md).
+    pub storage: StorageConfig,
     /// The sandbox (see `switchyard-runtime`). Its `artifact_dir` defaults to
     /// `<data_dir>/artifacts`.
     pub runtime: RuntimeConfig,
@@ -62,6 +65,7 @@ impl Default for Config {
             tenants: TenantDefaults::default(),
             assets: AssetConfig::default(),
             log: LogOutputConfig::default(),
+            storage: StorageConfig::default(),
             runtime: RuntimeConfig {
                 // Replaced by `<data_dir>/artifacts` in `Config::finish`
                 // unless set explicitly.
@@ -264,6 +268,57 @@ impl Default for AssetConfig {
     }
 }
 
+/// Where each kind of shared state lives, by URL. Unset means embedded,
+/// under `data_dir`. Every node of a cluster must use the same URLs for
+/// all of them (see docs/CLUSTER.md).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Projects, hostnames, builds, tokens, keys, certificates:
+    /// `sqlite://` (default `<data_dir>/control.sqlite`, or
+    /// `sqlite:///abs/path`) or `redis://[user:password@]host[:port][/db]`.
+    pub control: Option<String>,
+    /// Guests' kv data: `sqlite://` (default `<data_dir>/kv.sqlite`) or
+    /// `redis://…`.
+    pub kv: Option<String>,
+    /// Projects' gateway databases: `sqlite://` (default: one file per
+    /// project in `<data_dir>/db`, or `sqlite:///abs/dir`) or
+    /// `postgres://user[:password]@host[:port]/database` (a schema per
+    /// project).
+    pub db: Option<String>,
+    /// Assets and components: `file://` (default `<data_dir>/objects`, or
+    /// `file:///abs/dir`) or `s3://<bucket>[/<prefix>][?endpoint=…&region=…]`
+    /// with credentials from `AWS_*` environment variables.
+    pub objects: Option<String>,
+    /// Request rate limits and daily quotas: `local` (default: this node's
+    /// memory) or `redis://…` (shared by every node).
+    pub rate_limits: Option<String>,
+    /// Prefix of every Redis key, so several deployments can share one
+    /// Redis. Default `switchyard`.
+    pub redis_prefix: String,
+    /// Deadline of every Redis call, in ms (kv calls also obey the
+    /// sandbox's `kv_timeout_ms`). Default 500.
+    pub redis_timeout_ms: u64,
+    /// When the shared rate limiter cannot reach Redis: refuse requests
+    /// with 503 (`false`, the default) or admit them unlimited (`true`).
+    pub rate_limits_fail_open: bool,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            control: None,
+            kv: None,
+            db: None,
+            objects: None,
+            rate_limits: None,
+            redis_prefix: "switchyard".into(),
+            redis_timeout_ms: 500,
+            rate_limits_fail_open: false,
+        }
+    }
+}
+
 /// Log output.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -441,22 +496,8 @@ impl Config {
             .limits
             .validate(&self.runtime.pool)
             .map_err(|e| ConfigError::Invalid(format!("runtime.limits: {e}")))?;
+        crate::storage::StoragePlan::new(self).map_err(ConfigError::Invalid)?;
         Ok(())
-    }
-
-    /// The control store's database file.
-    pub fn control_db(&self) -> PathBuf {
-        self.data_dir.join("control.sqlite")
-    }
-
-    /// The kv store's database file.
-    pub fn kv_db(&self) -> PathBuf {
-        self.data_dir.join("kv.sqlite")
-    }
-
-    /// Where blobs (assets, components) are stored.
-    pub fn objects_dir(&self) -> PathBuf {
-        self.data_dir.join("objects")
     }
 
     /// Scratch space for deploys in progress.

@@ -180,6 +180,9 @@ async fn route_and_serve(
         .map_err(|refusal| match refusal {
             Refusal::RateLimited { retry_after } => ApiError::RateLimited { retry_after },
             Refusal::QuotaExceeded { retry_after } => ApiError::QuotaExceeded { retry_after },
+            Refusal::Unavailable { .. } => {
+                ApiError::Unavailable("the shared rate limiter is unavailable".into())
+            }
         })?;
     let build = route.build.clone().ok_or(ApiError::NotDeployed)?;
     span.record("build", build.record.id.as_str());

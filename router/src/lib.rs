@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod node;
 pub mod routing;
 pub mod server;
+pub mod storage;
 pub mod store;
 pub mod tenant;
 pub mod tls;

@@ -9,8 +9,9 @@ use crate::deploy::Deployer;
 use crate::error::ApiError;
 use crate::routing::RouteTable;
 use crate::server::{Handler, ListenerSpec, accept_loop, bind};
-use crate::store::{Change, ControlStore, SqliteControlStore};
-use crate::tenant::{LocalLimiter, RequestLimiter};
+use crate::storage::StoragePlan;
+use crate::store::{Change, ControlStore};
+use crate::tenant::RequestLimiter;
 use crate::tls::CertResolver;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::net::SocketAddr;
@@ -85,17 +86,25 @@ impl Node {
                 .map_err(|e| open("admin token", &e))?;
         let node_id = node_id(&config.data_dir).map_err(|e| open("node id", &e))?;
 
-        let store: Arc<dyn ControlStore> = Arc::new(
-            SqliteControlStore::open(&config.control_db())
-                .map_err(|e| open("control store", &e))?,
-        );
-        let backends = Backends::sqlite(&config.data_dir).map_err(|e| open("storage", &e))?;
+        let plan = StoragePlan::new(&config).map_err(|e| open("storage", &e))?;
+        tracing::info!(storage = %plan.describe(), "opening storage");
+        for warning in plan.cluster_warnings() {
+            tracing::warn!("{warning}");
+        }
+        let store = plan
+            .control_store()
+            .await
+            .map_err(|e| open("control store", &e))?;
+        let backends = Backends {
+            kv: plan.kv().map_err(|e| open("kv store", &e))?,
+            db: plan.db().await.map_err(|e| open("gateway databases", &e))?,
+        };
+        let limiter = plan.limiter().map_err(|e| open("rate limiter", &e))?;
         let mut runtime_config = config.runtime.clone();
         runtime_config.max_component_bytes = config.deploy.max_component_bytes;
         let runtime =
             Arc::new(Runtime::new(runtime_config, backends).map_err(|e| open("sandbox", &e))?);
-        let blobs =
-            BlobStore::local(&config.objects_dir()).map_err(|e| open("object store", &e))?;
+        let blobs = plan.objects().map_err(|e| open("object store", &e))?;
         let deployer = Deployer::new(
             store.clone(),
             blobs.clone(),
@@ -129,7 +138,7 @@ impl Node {
                 config.assets.memory_cache_bytes,
                 config.assets.max_cached_asset_bytes,
             ),
-            limiter: Arc::new(LocalLimiter::default()),
+            limiter,
             auth: Authenticator::new(&admin_token, store.clone()),
             recompiling: moka::future::Cache::new(10_000),
             project_lifecycle: tokio::sync::Mutex::new(()),
@@ -331,7 +340,7 @@ fn background_tasks(node: &Arc<Node>) -> Vec<JoinHandle<()>> {
                     node.runtime.invalidate(&project);
                 }
                 Ok(Change::Certificates) => reload_certs(&node).await,
-                Err(broadcast::error::RecvError::Lagged(_)) => {
+                Ok(Change::All) | Err(broadcast::error::RecvError::Lagged(_)) => {
                     node.routes.invalidate_all();
                     reload_certs(&node).await;
                 }

@@ -89,6 +89,7 @@ impl ArtifactCache {
         let component =
             Component::new(engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         self.compiled.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("switchyard_components_compiled_total").increment(1);
         let artifact = component
             .serialize()
             .map_err(|e| LoadError::Internal(format!("cannot serialize component {id}: {e:#}")))?;

@@ -154,6 +154,11 @@ impl Runtime {
         &self.backends.db
     }
 
+    /// The kv store every project's guests use.
+    pub fn kv(&self) -> &Arc<dyn crate::backend::kv::KvBackend> {
+        &self.backends.kv
+    }
+
     /// The captured stdout/stderr of `project`, if it has logged anything.
     pub fn logs(&self, project: &ProjectId) -> Option<Arc<ProjectLog>> {
         self.logs.get(project)

@@ -394,11 +394,14 @@ async fn changes_are_announced(store: &dyn ControlStore) {
         })
         .await
         .unwrap();
+    // A shared store delivers its announcements a moment later.
     let mut seen = Vec::new();
-    while let Ok(change) = changes.try_recv() {
-        seen.push(change);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !(seen.contains(&Change::Project(id.clone())) && seen.contains(&Change::Certificates)) {
+        match tokio::time::timeout_at(deadline, changes.recv()).await {
+            Ok(Ok(change)) => seen.push(change),
+            other => panic!("announcements missing after 2 s ({other:?}); saw {seen:?}"),
+        }
     }
-    assert!(seen.contains(&Change::Project(id.clone())));
-    assert!(seen.contains(&Change::Certificates));
     store.delete_project(&id).await.unwrap();
 }

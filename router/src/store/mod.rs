@@ -6,8 +6,10 @@
 
 #[cfg(test)]
 pub(crate) mod contract;
+mod redis;
 mod sqlite;
 
+pub use redis::RedisControlStore;
 pub use sqlite::SqliteControlStore;
 
 use crate::build::BuildRecord;
@@ -150,6 +152,9 @@ pub enum Change {
     Project(ProjectId),
     /// The certificate set.
     Certificates,
+    /// Anything: changes may have been missed (a shared store's
+    /// subscription was re-made), so drop everything cached.
+    All,
 }
 
 /// Why a store call failed.

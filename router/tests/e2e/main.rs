@@ -8,6 +8,7 @@
 
 mod assets;
 mod cli;
+mod cluster;
 mod common;
 mod controls;
 mod crash;
@@ -15,3 +16,4 @@ mod database;
 mod deploys;
 mod gateway;
 mod listeners;
+mod process;

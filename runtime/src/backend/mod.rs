@@ -6,6 +6,7 @@
 
 pub mod db;
 pub mod kv;
+pub mod redis;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -28,6 +29,17 @@ impl Backends {
                 what: "kv store",
                 detail: e.to_string(),
             })?;
+        Ok(Backends {
+            kv: Arc::new(kv),
+            db: Backends::sqlite_gateway_db(dir)?,
+        })
+    }
+
+    /// The embedded gateway databases: one SQLite file per project in
+    /// `<dir>/db/`.
+    fn sqlite_gateway_db(
+        dir: &std::path::Path,
+    ) -> Result<Arc<dyn db::DbBackend>, crate::StartError> {
         let db = db::SqliteGatewayDb::open(dir.join("db"), db::SqliteGatewayDbOptions::default())
             .map_err(|e| crate::StartError::Backend {
             what: "gateway databases",
@@ -36,9 +48,6 @@ impl Backends {
                 other => other.to_string(),
             },
         })?;
-        Ok(Backends {
-            kv: Arc::new(kv),
-            db: Arc::new(db),
-        })
+        Ok(Arc::new(db))
     }
 }

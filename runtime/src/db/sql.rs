@@ -113,18 +113,46 @@ impl QueryError {
 /// A checked query, ready to run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Statement {
-    /// The SQL, with `?` placeholders.
+    /// The SQL, with the dialect's placeholders.
     pub sql: String,
     /// The values for the placeholders, in order.
     pub params: Vec<Value>,
     /// The columns of the rows it returns (empty if none).
     pub columns: Vec<String>,
-    /// Their types, for reading the rows back (booleans are stored as 0/1).
+    /// Their types, for reading the rows back (SQLite stores booleans as
+    /// 0/1).
     pub column_types: Vec<ColumnType>,
 }
 
-/// Checks `query` for `access` against `schema` and builds its statement.
+/// The SQL a statement is written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect<'a> {
+    /// SQLite: `?` placeholders, tables by bare (quoted) name in the
+    /// project's own database file.
+    Sqlite,
+    /// PostgreSQL: `$n` placeholders, tables qualified by the project's
+    /// schema (`schema` is its name, unquoted).
+    Postgres {
+        /// The project's schema.
+        schema: &'a str,
+    },
+}
+
+/// Checks `query` for `access` against `schema` and builds its SQLite
+/// statement.
 pub fn compile(
+    schema: &Schema,
+    access: Access,
+    query: &Query,
+    limits: &QueryLimits,
+) -> Result<Statement, QueryError> {
+    compile_for(Dialect::Sqlite, schema, access, query, limits)
+}
+
+/// Checks `query` for `access` against `schema` and builds its statement
+/// in `dialect`. The checks are the same for every dialect.
+pub fn compile_for(
+    dialect: Dialect<'_>,
     schema: &Schema,
     access: Access,
     query: &Query,
@@ -143,6 +171,7 @@ pub fn compile(
     }
     let mut out = Builder {
         table,
+        dialect,
         access,
         limits,
         sql: String::new(),
@@ -193,6 +222,7 @@ fn shown(name: &str) -> String {
 
 struct Builder<'a> {
     table: &'a Table,
+    dialect: Dialect<'a>,
     access: Access,
     limits: &'a QueryLimits,
     sql: String,
@@ -202,6 +232,25 @@ struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
+    /// The table's name as the dialect refers to it.
+    fn table_sql(&self) -> String {
+        match self.dialect {
+            Dialect::Sqlite => quote(&self.table.name),
+            Dialect::Postgres { schema } => {
+                format!("{}.{}", quote(schema), quote(&self.table.name))
+            }
+        }
+    }
+
+    /// Adds `value` as the next parameter and returns its placeholder.
+    fn bind(&mut self, value: Value) -> String {
+        self.params.push(value);
+        match self.dialect {
+            Dialect::Sqlite => "?".to_owned(),
+            Dialect::Postgres { .. } => format!("${}", self.params.len()),
+        }
+    }
+
     fn readable(&self, column: &Column) -> bool {
         match self.access {
             Access::Server => true,
@@ -287,7 +336,7 @@ impl<'a> Builder<'a> {
         offset: Option<u32>,
     ) -> Result<(), QueryError> {
         let list = self.output(columns, "read")?;
-        self.sql = format!("SELECT {list} FROM {}", quote(&self.table.name));
+        self.sql = format!("SELECT {list} FROM {}", self.table_sql());
         self.filter_clause(filter)?;
         if !order.is_empty() {
             if order.len() > self.table.columns.len() {
@@ -318,9 +367,10 @@ impl<'a> Builder<'a> {
                 self.limits.max_offset
             )));
         }
-        self.sql.push_str(" LIMIT ? OFFSET ?");
-        self.params.push(Value::S64(i64::from(limit)));
-        self.params.push(Value::S64(i64::from(offset)));
+        let limit = self.bind(Value::S64(i64::from(limit)));
+        let offset = self.bind(Value::S64(i64::from(offset)));
+        self.sql
+            .push_str(&format!(" LIMIT {limit} OFFSET {offset}"));
         Ok(())
     }
 
@@ -353,7 +403,7 @@ impl<'a> Builder<'a> {
                 )));
             }
         }
-        let table = quote(&self.table.name);
+        let table = self.table_sql();
         if targets.is_empty() {
             if rows.len() != 1 || !rows[0].is_empty() {
                 return Err(QueryError::InvalidValue(
@@ -363,21 +413,24 @@ impl<'a> Builder<'a> {
             self.sql = format!("INSERT INTO {table} DEFAULT VALUES");
         } else {
             let names: Vec<String> = targets.iter().map(|c| quote(&c.name)).collect();
-            let placeholders = format!("({})", vec!["?"; targets.len()].join(", "));
+            let mut tuples = Vec::with_capacity(rows.len());
             for row in rows {
                 if row.len() != targets.len() {
                     return Err(QueryError::InvalidValue(
                         "each row needs one value per column".into(),
                     ));
                 }
+                let mut placeholders = Vec::with_capacity(row.len());
                 for (column, value) in targets.iter().zip(row) {
-                    self.params.push(stored(column, value)?);
+                    let value = stored(column, value)?;
+                    placeholders.push(self.bind(value));
                 }
+                tuples.push(format!("({})", placeholders.join(", ")));
             }
             self.sql = format!(
                 "INSERT INTO {table} ({}) VALUES {}",
                 names.join(", "),
-                vec![placeholders; rows.len()].join(", ")
+                tuples.join(", ")
             );
         }
         self.returning(returning)
@@ -406,14 +459,11 @@ impl<'a> Builder<'a> {
                     column.name
                 )));
             }
-            assignments.push(format!("{} = ?", quote(&column.name)));
-            self.params.push(stored(column, value)?);
+            let value = stored(column, value)?;
+            let placeholder = self.bind(value);
+            assignments.push(format!("{} = {placeholder}", quote(&column.name)));
         }
-        self.sql = format!(
-            "UPDATE {} SET {}",
-            quote(&self.table.name),
-            assignments.join(", ")
-        );
+        self.sql = format!("UPDATE {} SET {}", self.table_sql(), assignments.join(", "));
         self.filter_clause(filter)?;
         self.returning(returning)
     }
@@ -426,7 +476,7 @@ impl<'a> Builder<'a> {
         if filter.is_none() {
             return Err(QueryError::FilterlessMutation);
         }
-        self.sql = format!("DELETE FROM {}", quote(&self.table.name));
+        self.sql = format!("DELETE FROM {}", self.table_sql());
         self.filter_clause(filter)?;
         self.returning(returning)
     }
@@ -502,8 +552,8 @@ impl<'a> Builder<'a> {
                     IsValue::True | IsValue::False if column.ty != ColumnType::Boolean => {
                         return Err(invalid("`is true` and `is false` need a boolean column"));
                     }
-                    IsValue::True => "IS 1",
-                    IsValue::False => "IS 0",
+                    IsValue::True => "IS TRUE",
+                    IsValue::False => "IS FALSE",
                 };
                 Ok(format!("{name} {test}"))
             }
@@ -518,13 +568,12 @@ impl<'a> Builder<'a> {
                         self.limits.max_in_values
                     )));
                 }
+                let mut placeholders = Vec::with_capacity(values.len());
                 for value in values {
-                    self.params.push(compared(column, value)?);
+                    let value = compared(column, value)?;
+                    placeholders.push(self.bind(value));
                 }
-                Ok(format!(
-                    "{name} IN ({})",
-                    vec!["?"; values.len()].join(", ")
-                ))
+                Ok(format!("{name} IN ({})", placeholders.join(", ")))
             }
             (Op::In, _) => Err(invalid("`in` takes a list")),
             (Op::Like | Op::Ilike, Operand::One(value)) => {
@@ -541,11 +590,11 @@ impl<'a> Builder<'a> {
                         "a pattern has at most {MAX_PATTERN_BYTES} bytes and {MAX_PATTERN_WILDCARDS} `%`"
                     )));
                 }
-                self.params.push(value);
+                let pattern = self.bind(value);
                 Ok(if condition.op == Op::Like {
-                    format!("{name} LIKE ? ESCAPE '\\'")
+                    format!("{name} LIKE {pattern} ESCAPE '\\'")
                 } else {
-                    format!("lower({name}) LIKE lower(?) ESCAPE '\\'")
+                    format!("lower({name}) LIKE lower({pattern}) ESCAPE '\\'")
                 })
             }
             (op, Operand::One(value)) => {
@@ -560,8 +609,9 @@ impl<'a> Builder<'a> {
                         return Err(invalid("this comparison takes another operand"));
                     }
                 };
-                self.params.push(compared(column, value)?);
-                Ok(format!("{name} {symbol} ?"))
+                let value = compared(column, value)?;
+                let placeholder = self.bind(value);
+                Ok(format!("{name} {symbol} {placeholder}"))
             }
             (_, _) => Err(invalid("this comparison takes one value")),
         }
@@ -595,8 +645,8 @@ fn stored(column: &Column, value: &Value) -> Result<Value, QueryError> {
     fits(column, value)
 }
 
-/// `value` in the form its column stores (booleans as 0/1, integers
-/// widened for real columns), or why it does not fit.
+/// `value` in the form its column stores (integers widened for real
+/// columns), or why it does not fit.
 fn fits(column: &Column, value: &Value) -> Result<Value, QueryError> {
     let wrong = || {
         QueryError::InvalidValue(format!(
@@ -609,7 +659,7 @@ fn fits(column: &Column, value: &Value) -> Result<Value, QueryError> {
         (ColumnType::Integer, Value::S64(n)) => Value::S64(*n),
         (ColumnType::Real, Value::S64(n)) => Value::F64(*n as f64),
         (ColumnType::Real, Value::F64(v)) if v.is_finite() => Value::F64(*v),
-        (ColumnType::Boolean, Value::Bool(b)) => Value::S64(i64::from(*b)),
+        (ColumnType::Boolean, Value::Bool(b)) => Value::Bool(*b),
         (ColumnType::Text, Value::Text(s)) => Value::Text(s.clone()),
         (ColumnType::Blob, Value::Blob(b)) => Value::Blob(b.clone()),
         (ColumnType::Json, Value::Text(s))
@@ -1289,6 +1339,8 @@ mod tests {
             "LIKE",
             "ESCAPE",
             "lower",
+            "TRUE",
+            "FALSE",
         ];
 
         /// Checks one accepted statement: only quoted names `access` may
@@ -1317,10 +1369,7 @@ mod tests {
                 }
             }
             // The only literals the generator writes.
-            let rest = rest
-                .replace("'\\'", " ")
-                .replace("IS 1", " ")
-                .replace("IS 0", " ");
+            let rest = rest.replace("'\\'", " ");
             assert_eq!(
                 rest.matches('?').count(),
                 statement.params.len(),
@@ -1334,6 +1383,27 @@ mod tests {
                     statement.sql
                 );
             }
+        }
+
+        /// The PostgreSQL statement is the SQLite one with the table
+        /// qualified by the project's schema and numbered placeholders.
+        fn same_in_postgres(sqlite: &Statement, schema: &Schema, access: Access, query: &Query) {
+            let dialect = Dialect::Postgres { schema: "p_x" };
+            let postgres = compile_for(dialect, schema, access, query, &QueryLimits::default())
+                .expect("accepted in one dialect, accepted in the other");
+            let mut expected = String::new();
+            let mut n = 0;
+            for c in sqlite.sql.replace("\"todos\"", "\"p_x\".\"todos\"").chars() {
+                if c == '?' {
+                    n += 1;
+                    expected.push_str(&format!("${n}"));
+                } else {
+                    expected.push(c);
+                }
+            }
+            assert_eq!(postgres.sql, expected);
+            assert_eq!(postgres.params, sqlite.params);
+            assert_eq!(postgres.columns, sqlite.columns);
         }
 
         /// Whatever is asked, accepted queries hold no value and no name the
@@ -1357,6 +1427,7 @@ mod tests {
                 };
                 if let Ok(statement) = compile(&schema, access, &query, &QueryLimits::default()) {
                     check(&statement, access);
+                    same_in_postgres(&statement, &schema, access, &query);
                     let kind = statement.sql.split(' ').next().unwrap_or("");
                     *accepted
                         .entry(match kind {

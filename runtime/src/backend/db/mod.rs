@@ -10,14 +10,16 @@
 
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
+mod postgres;
 mod sqlite;
 
+pub use postgres::{PostgresGatewayDb, PostgresGatewayDbOptions};
 pub use sqlite::{SqliteGatewayDb, SqliteGatewayDbOptions};
 
 use crate::db::migrate::Removals;
 use crate::db::query::{Query, Value};
 use crate::db::schema::Schema;
-use crate::db::sql::{Access, QueryError, QueryLimits};
+use crate::db::sql::{Access, Dialect, QueryError, QueryLimits, Statement, compile_for};
 use crate::ids::ProjectId;
 use std::sync::Arc;
 use std::time::Duration;
@@ -196,6 +198,48 @@ pub trait DbBackend: Send + Sync + 'static {
     /// Deletes `project`'s database, so that a project created later under
     /// the same id starts with none of its data.
     async fn purge(&self, project: &ProjectId) -> Result<(), DbError>;
+
+    /// Whether the database answers (for readiness checks); an embedded
+    /// one always does.
+    async fn ping(&self) -> Result<(), DbError> {
+        Ok(())
+    }
+}
+
+/// SQLite's cap on bound parameters per statement, which every backend
+/// keeps so that a query that runs on one runs on all.
+const MAX_PARAMS: usize = 32_766;
+
+/// Validates every query of `call` and builds its statements in
+/// `dialect`, each flagged whether it is a select; nothing runs unless all
+/// pass.
+pub(crate) fn statements(
+    dialect: Dialect<'_>,
+    call: &Call,
+) -> Result<Vec<(Statement, bool)>, CallError> {
+    call.queries
+        .iter()
+        .enumerate()
+        .map(|(i, query)| {
+            let statement = compile_for(
+                dialect,
+                &call.schema,
+                call.access,
+                query,
+                &call.limits.query,
+            )
+            .map_err(|e| CallError::at(i, e))?;
+            if statement.params.len() > MAX_PARAMS {
+                return Err(CallError::at(
+                    i,
+                    QueryError::TooComplex(format!(
+                        "more than {MAX_PARAMS} values in one query; split it"
+                    )),
+                ));
+            }
+            Ok((statement, matches!(query, Query::Select { .. })))
+        })
+        .collect()
 }
 
 /// Bytes a value counts for against a call's result budget.

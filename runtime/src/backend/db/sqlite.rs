@@ -25,9 +25,9 @@
 use super::{Call, CallError, CallLimits, DbBackend, DbError, MigrationError, Rows, value_bytes};
 use crate::backend::sqlite::blocking;
 use crate::db::migrate::{Removals, Step, plan};
-use crate::db::query::{Query, Value};
+use crate::db::query::Value;
 use crate::db::schema::{ColumnType, Schema, Table, quote};
-use crate::db::sql::{Access, QueryError, Statement, compile};
+use crate::db::sql::{Access, Dialect, QueryError, Statement};
 use crate::ids::ProjectId;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::limits::Limit;
@@ -42,8 +42,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Largest text or blob a statement may bind or produce.
 const MAX_VALUE_BYTES: i32 = 1024 * 1024;
-/// SQLite's cap on bound parameters per statement.
-const MAX_PARAMS: usize = 32_766;
 /// Virtual machine steps between two deadline checks.
 const PROGRESS_STEPS: i32 = 1000;
 /// The WAL is truncated back to this after a checkpoint.
@@ -387,24 +385,7 @@ impl DbBackend for SqliteGatewayDb {
 
     async fn call(&self, project: &ProjectId, call: Call) -> Result<Vec<Rows>, CallError> {
         let started = Instant::now();
-        let statements = call
-            .queries
-            .iter()
-            .enumerate()
-            .map(|(i, query)| {
-                let statement = compile(&call.schema, call.access, query, &call.limits.query)
-                    .map_err(|e| CallError::at(i, e))?;
-                if statement.params.len() > MAX_PARAMS {
-                    return Err(CallError::at(
-                        i,
-                        QueryError::TooComplex(format!(
-                            "more than {MAX_PARAMS} values in one query; split it"
-                        )),
-                    ));
-                }
-                Ok((statement, matches!(query, Query::Select { .. })))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let statements = super::statements(Dialect::Sqlite, &call)?;
         if statements.is_empty() {
             return Ok(Vec::new());
         }

@@ -184,6 +184,18 @@ async fn increment_counts_and_checks_type(kv: &dyn KvBackend) {
         "left unchanged"
     );
 
+    // Only canonical decimal text counts as an integer.
+    for odd in ["007", "+1", " 1", "1 ", "-0", "1.0", ""] {
+        kv.set(&ns, "odd", odd.as_bytes().to_vec(), None, QUOTA)
+            .await
+            .unwrap();
+        assert_eq!(
+            kv.increment(&ns, "odd", 1, QUOTA).await,
+            Err(KvBackendError::NotAnInteger),
+            "{odd:?}"
+        );
+    }
+
     kv.set(&ns, "max", i64::MAX.to_string().into_bytes(), None, QUOTA)
         .await
         .unwrap();

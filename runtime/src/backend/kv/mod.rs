@@ -9,8 +9,10 @@
 
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
+mod redis;
 mod sqlite;
 
+pub use redis::RedisKv;
 pub use sqlite::SqliteKv;
 
 use crate::ids::ProjectId;
@@ -111,6 +113,12 @@ pub trait KvBackend: Send + Sync + 'static {
     /// keys there were (expired ones included). For a deleted project, so
     /// that a new project with the same id starts empty.
     async fn purge(&self, ns: &ProjectId) -> Result<u64, KvBackendError>;
+
+    /// Whether the store answers (for readiness checks); an embedded one
+    /// always does.
+    async fn ping(&self) -> Result<(), KvBackendError> {
+        Ok(())
+    }
 }
 
 /// The smallest key greater than every key that starts with `prefix`, or

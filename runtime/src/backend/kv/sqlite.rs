@@ -480,10 +480,12 @@ const LIST_AFTER_CURSOR: &str = "SELECT key FROM kv
        AND (expires_at IS NULL OR expires_at > ?4)
      ORDER BY key LIMIT ?5";
 
+/// A value in canonical decimal form (no sign but `-`, no leading zeros, no
+/// spaces), as Redis's `INCRBY` reads it, so both backends agree.
 fn parse_integer(value: &[u8]) -> Result<i64, KvBackendError> {
     std::str::from_utf8(value)
         .ok()
-        .and_then(|s| s.parse().ok())
+        .and_then(|s| s.parse::<i64>().ok().filter(|n| n.to_string() == s))
         .ok_or(KvBackendError::NotAnInteger)
 }
 

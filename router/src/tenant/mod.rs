@@ -1,6 +1,10 @@
 //! Per-project request limits: a rate (requests per minute, with a burst)
-//! and a daily quota. Behind a trait: this node's in-process limiter here; a
-//! limiter shared by many nodes implements the same trait.
+//! and a daily quota. Behind a trait: this node's in-process limiter here,
+//! and one shared by many nodes in [`RedisLimiter`].
+
+mod redis;
+
+pub use redis::RedisLimiter;
 
 use crate::routing::RateSpec;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,6 +24,11 @@ pub enum Refusal {
         /// Seconds until midnight UTC.
         retry_after: u64,
     },
+    /// The shared limiter cannot be asked (and fails closed).
+    Unavailable {
+        /// Seconds to wait.
+        retry_after: u64,
+    },
 }
 
 /// Admits or refuses each request of a project.
@@ -30,6 +39,11 @@ pub trait RequestLimiter: Send + Sync + 'static {
     /// Drops `project`'s counters: it was deleted, and a project created
     /// under its id starts afresh.
     async fn forget(&self, project: &ProjectId);
+    /// Whether the limiter's store answers (for readiness checks); the
+    /// detail is for the operator.
+    async fn ping(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Limits kept in this process's memory.
