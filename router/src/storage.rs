@@ -332,10 +332,12 @@ fn objects(url: &str) -> Result<ObjectPlace, String> {
     Ok(ObjectPlace::S3(location))
 }
 
-/// A URL without its user and password.
+/// A URL without its user, password and query (which may hold a
+/// `password=` too).
 fn redact(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => {
+            let rest = rest.split_once('?').map_or(rest, |(before, _)| before);
             let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
             format!("{scheme}://{host}")
         }
@@ -377,12 +379,12 @@ mod tests {
             s.objects =
                 Some("s3://my-bucket/prod/eu?endpoint=http://minio:9000&region=eu-west-1".into());
             s.rate_limits = Some("redis://cache".into());
-            s.db = Some("postgres://app:secret@pg/switchyard".into());
+            s.db = Some("postgres://app:secret@pg/switchyard?password=other".into());
         })
         .unwrap();
         assert_eq!(
             shared.db,
-            DbPlace::Postgres("postgres://app:secret@pg/switchyard".into())
+            DbPlace::Postgres("postgres://app:secret@pg/switchyard?password=other".into())
         );
         assert!(shared.cluster_warnings().is_empty());
         assert_eq!(
@@ -405,6 +407,7 @@ mod tests {
         );
         assert!(!described.contains("pw"), "passwords stay out of logs");
         assert!(!described.contains("secret"), "passwords stay out of logs");
+        assert!(!described.contains("other"), "query passwords too");
 
         let explicit = plan(|s| {
             s.kv = Some("sqlite:///var/kv.db".into());
