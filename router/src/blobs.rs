@@ -11,7 +11,6 @@ use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
 use object_store::{ClientOptions, RetryConfig};
 use object_store::{GetOptions, GetRange, GetResult, ObjectStore, ObjectStoreExt, PutPayload};
-use std::collections::HashSet;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,6 +31,11 @@ impl From<object_store::Error> for BlobError {
 /// How long one object request (with its retries) may take.
 const OBJECT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long an asset being streamed to a client may stall between two
+/// reads. Streams have no overall deadline: a large asset sent to a slow
+/// client may take as long as the client's connection allows.
+const STREAM_STALL_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Where in S3 the objects are: `s3://<bucket>[/<prefix>][?endpoint=…&region=…]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct S3Location {
@@ -51,6 +55,9 @@ pub struct S3Location {
 #[derive(Clone)]
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
+    /// The same objects, for streaming assets to clients: a read timeout
+    /// instead of `store`'s whole-request one.
+    streams: Arc<dyn ObjectStore>,
     /// For a local store: its root, so writes can be made durable (fsync),
     /// which object_store's local backend does not do.
     local_root: Option<PathBuf>,
@@ -64,9 +71,10 @@ impl BlobStore {
         let root = dir
             .canonicalize()
             .map_err(|e| BlobError(format!("cannot resolve {}: {e}", dir.display())))?;
-        let store = LocalFileSystem::new_with_prefix(&root)?;
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(&root)?);
         Ok(BlobStore {
-            store: Arc::new(store),
+            streams: store.clone(),
+            store,
             local_root: Some(root),
         })
     }
@@ -86,32 +94,42 @@ impl BlobStore {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = builder
             .with_bucket_name(&location.bucket)
-            .with_client_options(
-                ClientOptions::new()
-                    .with_timeout(OBJECT_TIMEOUT)
-                    .with_connect_timeout(Duration::from_secs(5)),
-            )
             .with_retry(RetryConfig {
                 max_retries: 3,
                 retry_timeout: OBJECT_TIMEOUT,
                 ..RetryConfig::default()
             });
+        // Client options are set whole, so plain HTTP is allowed on them.
+        let mut client = ClientOptions::new().with_connect_timeout(Duration::from_secs(5));
         if let Some(endpoint) = &location.endpoint {
+            client = client.with_allow_http(endpoint.starts_with("http://"));
             builder = builder
                 .with_endpoint(endpoint)
-                .with_allow_http(endpoint.starts_with("http://"))
                 .with_virtual_hosted_style_request(false);
         }
         if let Some(region) = &location.region {
             builder = builder.with_region(region);
         }
-        let bucket = builder.build()?;
-        let store: Arc<dyn ObjectStore> = match &location.prefix {
-            Some(prefix) => Arc::new(PrefixStore::new(bucket, prefix.as_str())),
-            None => Arc::new(bucket),
+        let bucket = builder
+            .clone()
+            .with_client_options(client.clone().with_timeout(OBJECT_TIMEOUT))
+            .build()?;
+        let streaming = builder
+            .with_client_options(
+                client
+                    .with_timeout_disabled()
+                    .with_read_timeout(STREAM_STALL_TIMEOUT),
+            )
+            .build()?;
+        let under_prefix = |bucket: object_store::aws::AmazonS3| -> Arc<dyn ObjectStore> {
+            match &location.prefix {
+                Some(prefix) => Arc::new(PrefixStore::new(bucket, prefix.as_str())),
+                None => Arc::new(bucket),
+            }
         };
         Ok(BlobStore {
-            store,
+            store: under_prefix(bucket),
+            streams: under_prefix(streaming),
             local_root: None,
         })
     }
@@ -150,7 +168,10 @@ impl BlobStore {
             range: range.map(GetRange::Bounded),
             ..GetOptions::default()
         };
-        Ok(self.store.get_opts(&Self::blob_path(hash), options).await?)
+        Ok(self
+            .streams
+            .get_opts(&Self::blob_path(hash), options)
+            .await?)
     }
 
     async fn put_once(&self, path: &ObjectPath, bytes: Bytes) -> Result<(), BlobError> {
@@ -181,36 +202,46 @@ impl BlobStore {
         .map_err(|e| BlobError(format!("cannot sync an object to disk: {e}")))
     }
 
-    /// Deletes objects that no build refers to. Objects younger than
-    /// `min_age` are kept: a deploy in progress has written them but not
-    /// committed its build yet. Returns how many were deleted.
-    pub async fn collect_garbage(
+    /// Every stored object last written more than `min_age` ago.
+    pub async fn objects_older_than(
         &self,
-        referenced: &HashSet<String>,
         min_age: Duration,
-    ) -> Result<usize, BlobError> {
+    ) -> Result<Vec<StoredObject>, BlobError> {
         let cutoff = chrono_cutoff(min_age);
-        let mut deleted = 0;
+        let mut old = Vec::new();
         for prefix in ["blobs", "components"] {
             let mut listing = self.store.list(Some(&ObjectPath::from(prefix)));
-            let mut doomed = Vec::new();
             while let Some(meta) = listing.next().await {
                 let meta = meta?;
+                if meta.last_modified >= cutoff {
+                    continue;
+                }
                 let name = meta.location.filename().unwrap_or_default();
-                let key = name.strip_suffix(".wasm").unwrap_or(name);
-                if !referenced.contains(key) && meta.last_modified < cutoff {
-                    doomed.push(meta.location);
-                }
-            }
-            for path in doomed {
-                match self.store.delete(&path).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
-                    Err(e) => return Err(e.into()),
-                }
+                let key = name.strip_suffix(".wasm").unwrap_or(name).to_owned();
+                old.push(StoredObject {
+                    key,
+                    path: meta.location,
+                });
             }
         }
-        Ok(deleted)
+        Ok(old)
     }
+
+    /// Deletes an object (gone already is fine).
+    pub async fn delete(&self, object: &StoredObject) -> Result<(), BlobError> {
+        match self.store.delete(&object.path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// An object found in storage.
+#[derive(Clone, Debug)]
+pub struct StoredObject {
+    /// What builds refer to it by: an asset's hash or a component's id.
+    pub key: String,
+    path: ObjectPath,
 }
 
 /// Now minus `age`, in the clock object_store uses for `last_modified`.
@@ -224,7 +255,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn an_s3_bucket_stores_reads_ranges_and_collects_garbage() {
+    async fn an_s3_bucket_stores_reads_ranges_lists_and_deletes() {
         let s3 = switchyard_test_services::shared_s3();
         s3.create_bucket("blobs-test");
         let location = S3Location {
@@ -241,7 +272,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_directory_stores_reads_ranges_and_collects_garbage() {
+    async fn a_directory_stores_reads_ranges_lists_and_deletes() {
         let dir = tempfile::tempdir().unwrap();
         exercise(&BlobStore::local(dir.path()).unwrap()).await;
     }
@@ -276,23 +307,29 @@ mod tests {
             .put_blob("bb", Bytes::from_static(b"orphan"))
             .await
             .unwrap();
-        let referenced: HashSet<String> = ["aa".to_string(), id.to_string()].into();
-
-        // Young orphans survive (a deploy may still be writing them).
-        assert_eq!(
-            blobs
-                .collect_garbage(&referenced, Duration::from_secs(3600))
-                .await
-                .unwrap(),
-            0
-        );
-        assert_eq!(
-            blobs
-                .collect_garbage(&referenced, Duration::ZERO)
-                .await
-                .unwrap(),
-            1
-        );
+        // Young objects are not listed (a deploy may still be writing them).
+        let old = blobs
+            .objects_older_than(Duration::from_secs(3600))
+            .await
+            .unwrap();
+        assert!(old.is_empty());
+        let mut all: Vec<String> = blobs
+            .objects_older_than(Duration::ZERO)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        all.sort();
+        let mut expected = ["aa".to_string(), "bb".to_string(), id.to_string()];
+        expected.sort();
+        assert_eq!(all, expected);
+        for object in blobs.objects_older_than(Duration::ZERO).await.unwrap() {
+            if object.key == "bb" {
+                blobs.delete(&object).await.unwrap();
+                blobs.delete(&object).await.unwrap();
+            }
+        }
         assert!(blobs.get("bb", None).await.is_err());
         assert!(blobs.get("aa", None).await.is_ok());
         assert_eq!(blobs.component(&id).await.unwrap(), "wasm");

@@ -24,9 +24,11 @@
 //! A crash before 7 leaves only scratch files (removed at startup),
 //! unreferenced objects (removed by garbage collection) and a lease that
 //! this node releases when it restarts (or that expires after 10 minutes).
-//! The commit checks the lease is still this deploy's, and garbage
-//! collection waits for deploys between steps 5 and 7. (That guard is
-//! per node: object storage shared by several nodes needs a store-wide one.)
+//! The commit checks the lease is still this deploy's. From step 5 to 7 the
+//! deploy is registered in the control store as an object writer, and
+//! garbage collection (on any node) runs only while no writer is: an object
+//! a deploy found already stored, and so did not write, cannot vanish
+//! before the build that refers to it is committed.
 
 pub mod bundle;
 pub mod manifest;
@@ -52,9 +54,21 @@ use tokio::sync::Semaphore;
 /// How long a deploy lease lasts if its holder dies without releasing it.
 const LEASE_TTL_MS: i64 = 10 * 60 * 1000;
 
-/// Objects younger than this are never collected: they may belong to a
-/// deploy that has not committed yet.
+/// Objects younger than this are never collected (a second guard beside
+/// the object writers' registration).
 const GARBAGE_MIN_AGE: Duration = Duration::from_secs(3600);
+
+/// How long one batch of garbage collection may hold the objects; it stops
+/// deleting at half of it, so the hold never lapses mid-batch.
+const COLLECTION_TTL: Duration = Duration::from_secs(5 * 60);
+#[expect(clippy::cast_possible_truncation, reason = "five minutes fits")]
+const COLLECTION_TTL_MS: i64 = COLLECTION_TTL.as_millis() as i64;
+
+/// Objects deleted per hold, so that a deploy waits for one batch at most.
+const COLLECTION_BATCH: usize = 256;
+
+/// How long a deploy waits for a garbage collection to let go.
+const COLLECTION_WAIT: Duration = Duration::from_secs(60);
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
@@ -78,11 +92,6 @@ pub struct Deployer {
     /// Identifies this process's leases: `<node id>:<pid>:`.
     holder_prefix: String,
     compile_slots: Semaphore,
-    /// Deploys hold it shared from storing their first object until their
-    /// build is committed; garbage collection holds it exclusively. So an
-    /// object a deploy found already stored (and so did not write) cannot
-    /// be collected before the build that refers to it is committed.
-    objects_in_use: tokio::sync::RwLock<()>,
 }
 
 impl Deployer {
@@ -103,7 +112,6 @@ impl Deployer {
     ) -> Self {
         Deployer {
             compile_slots: Semaphore::new(limits.compile_concurrency),
-            objects_in_use: tokio::sync::RwLock::new(()),
             holder_prefix: format!("{node_id}:{}:", std::process::id()),
             store,
             blobs,
@@ -185,7 +193,9 @@ impl Deployer {
             None => None,
         };
 
-        let _objects = self.objects_in_use.read().await;
+        // From here to the commit, an object found already stored must
+        // stay: no node's garbage collection may run meanwhile.
+        let _writes = self.object_writes().await?;
         let component = match component {
             Some((id, bytes)) => {
                 self.blobs
@@ -292,16 +302,55 @@ impl Deployer {
 
     /// Takes `project`'s deploy lease (`DEPLOY_IN_PROGRESS` if another
     /// deploy or rollback holds it); released when dropped.
-    async fn lease(&self, project: &ProjectId) -> Result<Lease, ApiError> {
-        let holder = format!("{}{:016x}", self.holder_prefix, rand::random::<u64>());
+    async fn lease(&self, project: &ProjectId) -> Result<Held, ApiError> {
+        let holder = self.new_holder();
         self.store
             .begin_deploy(project, &holder, LEASE_TTL_MS)
             .await?;
-        Ok(Lease {
+        Ok(self.held(holder, HeldKind::Deploy(project.clone())))
+    }
+
+    /// Registers this deploy as an object writer, waiting a while for a
+    /// garbage collection in progress to end. It lasts as long as the
+    /// deploy lease taken before it, so a commit that still holds its
+    /// lease still holds this too.
+    async fn object_writes(&self) -> Result<Held, ApiError> {
+        let holder = self.new_holder();
+        let deadline = tokio::time::Instant::now() + COLLECTION_WAIT;
+        loop {
+            match self.store.begin_object_writes(&holder, LEASE_TTL_MS).await {
+                Ok(()) => return Ok(self.held(holder, HeldKind::ObjectWrites)),
+                Err(StoreError::Conflict {
+                    code: "COLLECTION_IN_PROGRESS",
+                    ..
+                }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(StoreError::Conflict {
+                    code: "COLLECTION_IN_PROGRESS",
+                    ..
+                }) => {
+                    return Err(ApiError::Unavailable(
+                        "a garbage collection of stored objects is taking long; \
+                         try the deploy again"
+                            .into(),
+                    ));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn new_holder(&self) -> String {
+        format!("{}{:016x}", self.holder_prefix, rand::random::<u64>())
+    }
+
+    fn held(&self, holder: String, kind: HeldKind) -> Held {
+        Held {
             store: self.store.clone(),
-            project: project.clone(),
             holder,
-        })
+            kind,
+        }
     }
 
     /// Brings `project`'s database to `schema`.
@@ -332,35 +381,83 @@ impl Deployer {
         }
     }
 
-    /// Deletes objects no retained build refers to.
+    /// Deletes objects that no retained build refers to, in batches, each
+    /// while holding the objects against every node's deploys (see
+    /// [`ControlStore::begin_collection`]). Stops early, to try again next
+    /// time, while deploys are storing objects. Returns how many it deleted.
     pub async fn collect_garbage(&self) -> Result<usize, ApiError> {
-        // Waits for deploys between storing objects and committing.
-        let _objects = self.objects_in_use.write().await;
-        let referenced = self.store.referenced_objects().await?;
-        self.blobs
-            .collect_garbage(&referenced, GARBAGE_MIN_AGE)
+        self.collect_garbage_older_than(GARBAGE_MIN_AGE).await
+    }
+
+    /// [`Self::collect_garbage`] for objects older than `min_age`.
+    pub async fn collect_garbage_older_than(&self, min_age: Duration) -> Result<usize, ApiError> {
+        let unavailable = |e: crate::blobs::BlobError| ApiError::Unavailable(e.to_string());
+        let old = self
+            .blobs
+            .objects_older_than(min_age)
             .await
-            .map_err(|e| ApiError::Unavailable(e.to_string()))
+            .map_err(unavailable)?;
+        let mut deleted = 0;
+        for batch in old.chunks(COLLECTION_BATCH) {
+            let holder = self.new_holder();
+            let started = tokio::time::Instant::now();
+            match self
+                .store
+                .begin_collection(&holder, COLLECTION_TTL_MS)
+                .await
+            {
+                Ok(()) => {}
+                Err(StoreError::Conflict { code, .. }) => {
+                    tracing::debug!(code, "garbage collection postponed");
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let _collection = self.held(holder, HeldKind::Collection);
+            // Read under the hold: no build can be committed meanwhile.
+            let referenced = self.store.referenced_objects().await?;
+            for object in batch.iter().filter(|o| !referenced.contains(&o.key)) {
+                if started.elapsed() >= COLLECTION_TTL / 2 {
+                    return Ok(deleted);
+                }
+                self.blobs.delete(object).await.map_err(unavailable)?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
     }
 }
 
-/// Releases the deploy lease when the deploy ends, however it ends.
-struct Lease {
+/// Something held in the control store, released when dropped, however
+/// the work that holds it ends.
+struct Held {
     store: Arc<dyn ControlStore>,
-    project: ProjectId,
     holder: String,
+    kind: HeldKind,
 }
 
-impl Drop for Lease {
+enum HeldKind {
+    /// A project's deploy lease.
+    Deploy(ProjectId),
+    /// A registration as an object writer.
+    ObjectWrites,
+    /// The objects, for a garbage collection.
+    Collection,
+}
+
+impl Drop for Held {
     fn drop(&mut self) {
-        let (store, project, holder) = (
-            self.store.clone(),
-            self.project.clone(),
-            std::mem::take(&mut self.holder),
-        );
+        let store = self.store.clone();
+        let holder = std::mem::take(&mut self.holder);
+        let kind = std::mem::replace(&mut self.kind, HeldKind::ObjectWrites);
         tokio::spawn(async move {
-            if let Err(e) = store.end_deploy(&project, &holder).await {
-                tracing::warn!(%project, error = %e, "releasing a deploy lease failed; it expires by itself");
+            let released = match &kind {
+                HeldKind::Deploy(project) => store.end_deploy(project, &holder).await,
+                HeldKind::ObjectWrites => store.end_object_writes(&holder).await,
+                HeldKind::Collection => store.end_collection(&holder).await,
+            };
+            if let Err(e) = released {
+                tracing::warn!(error = %e, "releasing a lease failed; it expires by itself");
             }
         });
     }

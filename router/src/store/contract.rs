@@ -15,6 +15,7 @@ pub(crate) async fn control_store_contract(store: &dyn ControlStore) {
     hostnames_route_exactly_or_by_wildcard(store).await;
     builds_commit_activate_and_prune(store).await;
     deploy_leases_exclude_each_other(store).await;
+    object_writes_and_collection_exclude_each_other(store).await;
     tokens_and_certificates(store).await;
     changes_are_announced(store).await;
 }
@@ -294,6 +295,81 @@ async fn deploy_leases_exclude_each_other(store: &dyn ControlStore) {
     store.begin_deploy(&id, "node-c:1", -1).await.unwrap();
     store.begin_deploy(&id, "node-d:1", 60_000).await.unwrap();
     store.delete_project(&id).await.unwrap();
+}
+
+fn conflict_code(result: Result<(), StoreError>) -> Option<&'static str> {
+    match result {
+        Err(StoreError::Conflict { code, .. }) => Some(code),
+        _ => None,
+    }
+}
+
+async fn object_writes_and_collection_exclude_each_other(store: &dyn ControlStore) {
+    // Writers share the objects with each other, not with a collection.
+    store
+        .begin_object_writes("node-a:w1", 60_000)
+        .await
+        .unwrap();
+    store
+        .begin_object_writes("node-b:w1", 60_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        conflict_code(store.begin_collection("node-a:gc", 60_000).await),
+        Some("OBJECT_WRITES_IN_PROGRESS")
+    );
+    store.end_object_writes("node-a:w1").await.unwrap();
+    assert_eq!(
+        conflict_code(store.begin_collection("node-a:gc", 60_000).await),
+        Some("OBJECT_WRITES_IN_PROGRESS"),
+        "every writer must be gone"
+    );
+    store.end_object_writes("node-b:w1").await.unwrap();
+
+    store.begin_collection("node-a:gc", 60_000).await.unwrap();
+    assert_eq!(
+        conflict_code(store.begin_object_writes("node-b:w2", 60_000).await),
+        Some("COLLECTION_IN_PROGRESS")
+    );
+    assert_eq!(
+        conflict_code(store.begin_collection("node-b:gc", 60_000).await),
+        Some("COLLECTION_IN_PROGRESS")
+    );
+    // Only the holder ends it; the holder may renew it.
+    store.end_collection("node-b:gc").await.unwrap();
+    store.begin_collection("node-a:gc", 60_000).await.unwrap();
+    store.end_collection("node-a:gc").await.unwrap();
+    store
+        .begin_object_writes("node-b:w2", 60_000)
+        .await
+        .unwrap();
+    store.end_object_writes("node-b:w2").await.unwrap();
+
+    // A restarted node clears its own writers and collection, not others'.
+    store
+        .begin_object_writes("node-a:w3", 60_000)
+        .await
+        .unwrap();
+    store
+        .begin_object_writes("node-b:w3", 60_000)
+        .await
+        .unwrap();
+    store.release_deploys("node-a:").await.unwrap();
+    assert!(store.begin_collection("node-c:gc", 60_000).await.is_err());
+    store.release_deploys("node-b:").await.unwrap();
+    store.begin_collection("node-c:gc", 60_000).await.unwrap();
+    store.release_deploys("node-c:").await.unwrap();
+
+    // Expired registrations block nothing.
+    store.begin_object_writes("node-d:w1", 1).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    store.begin_collection("node-e:gc", 1).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    store
+        .begin_object_writes("node-d:w2", 60_000)
+        .await
+        .unwrap();
+    store.end_object_writes("node-d:w2").await.unwrap();
 }
 
 async fn tokens_and_certificates(store: &dyn ControlStore) {

@@ -242,7 +242,7 @@ pub trait ControlStore: Send + Sync + 'static {
     /// Releases the lease if `holder` has it.
     async fn end_deploy(&self, project: &ProjectId, holder: &str) -> Result<(), StoreError>;
     /// Releases every lease whose holder starts with `prefix` (a restarted
-    /// node clearing its own).
+    /// node clearing its own): deploy leases, object writers, collections.
     async fn release_deploys(&self, holder_prefix: &str) -> Result<(), StoreError>;
     /// Records a build and, in the same transaction, makes it the active one
     /// — if `holder` still holds the project's deploy lease; otherwise
@@ -273,6 +273,23 @@ pub trait ControlStore: Send + Sync + 'static {
     /// Every blob hash and component id that any build refers to.
     async fn referenced_objects(&self) -> Result<std::collections::HashSet<String>, StoreError>;
 
+    /// Registers `holder` as a writer of objects (a deploy from storing its
+    /// first object to committing its build), for `ttl_ms` at most;
+    /// `Conflict(COLLECTION_IN_PROGRESS)` while a garbage collection holds
+    /// the objects. Together with [`Self::begin_collection`] this is a
+    /// readers–writer lock over object storage shared by every node: a
+    /// deploy that found an object already stored relies on it staying.
+    async fn begin_object_writes(&self, holder: &str, ttl_ms: i64) -> Result<(), StoreError>;
+    /// Ends `holder`'s registration.
+    async fn end_object_writes(&self, holder: &str) -> Result<(), StoreError>;
+    /// Takes the objects for a garbage collection by `holder`, for `ttl_ms`
+    /// at most: `Conflict(OBJECT_WRITES_IN_PROGRESS)` while any writer is
+    /// registered, `Conflict(COLLECTION_IN_PROGRESS)` while another
+    /// collection holds them.
+    async fn begin_collection(&self, holder: &str, ttl_ms: i64) -> Result<(), StoreError>;
+    /// Ends `holder`'s collection.
+    async fn end_collection(&self, holder: &str) -> Result<(), StoreError>;
+
     /// Stores a deploy token.
     async fn create_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
     /// A token by id.
@@ -300,6 +317,22 @@ pub trait ControlStore: Send + Sync + 'static {
     async fn certificates(&self) -> Result<Vec<CertificateRecord>, StoreError>;
     /// Removes a certificate; whether it existed.
     async fn delete_certificate(&self, hostname: &Hostname) -> Result<bool, StoreError>;
+}
+
+/// Object writes wait while a garbage collection holds the objects.
+pub(crate) fn collection_in_progress() -> StoreError {
+    StoreError::Conflict {
+        code: "COLLECTION_IN_PROGRESS",
+        message: "a garbage collection of stored objects is in progress".into(),
+    }
+}
+
+/// A garbage collection waits while deploys are storing objects.
+pub(crate) fn object_writes_in_progress() -> StoreError {
+    StoreError::Conflict {
+        code: "OBJECT_WRITES_IN_PROGRESS",
+        message: "deploys are storing objects".into(),
+    }
 }
 
 /// Unix milliseconds now.

@@ -50,6 +50,7 @@ fn corrupt(what: impl std::fmt::Display) -> StoreError {
 const OK: i64 = 1;
 const NOT_FOUND: i64 = 0;
 const CONFLICT: i64 = -1;
+const WRITERS: i64 = -2;
 
 /// Creates a project. KEYS: project, projects, channel. ARGV: id, now.
 static CREATE_PROJECT: LazyLock<Script> = LazyLock::new(|| {
@@ -178,7 +179,8 @@ return 1
     )
 });
 
-/// Releases a lease if `holder` has it. KEYS: lease. ARGV: holder.
+/// Releases a lease (a deploy's, or the collection's) if `holder` has it.
+/// KEYS: lease. ARGV: holder.
 static END_DEPLOY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -188,22 +190,76 @@ return 1
     )
 });
 
-/// Releases every lease whose holder starts with a prefix. KEYS: leases.
-/// ARGV: holder prefix, key prefix (`{…}:`).
+/// Releases every lease whose holder starts with a prefix: deploy leases,
+/// object writers, the collection. KEYS: leases, writers, collecting. ARGV:
+/// holder prefix, key prefix (`{…}:`).
 static RELEASE_DEPLOYS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local prefix, c = ARGV[1], ARGV[2]
+local function ours(holder)
+  return string.sub(holder, 1, #prefix) == prefix
+end
+for _, holder in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if ours(holder) then
+    redis.call('DEL', c .. 'writer:' .. holder)
+    redis.call('SREM', KEYS[2], holder)
+  end
+end
+local collector = redis.call('GET', KEYS[3])
+if collector and ours(collector) then redis.call('DEL', KEYS[3]) end
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local lease = c .. 'p:' .. id .. ':lease'
   local holder = redis.call('GET', lease)
   if not holder then
     redis.call('SREM', KEYS[1], id)
-  elseif string.sub(holder, 1, #prefix) == prefix then
+  elseif ours(holder) then
     redis.call('DEL', lease)
     redis.call('SREM', KEYS[1], id)
   end
 end
+return 1
+",
+    )
+});
+
+/// Registers an object writer unless a collection holds the objects. KEYS:
+/// collecting, writers, writer. ARGV: holder, ttl ms. Returns -1 collecting.
+static BEGIN_OBJECT_WRITES: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+",
+    )
+});
+
+/// Ends an object writer. KEYS: writers, writer. ARGV: holder.
+static END_OBJECT_WRITES: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[1], ARGV[1])
+return 1
+",
+    )
+});
+
+/// Takes the objects for a collection if no writer is registered. KEYS:
+/// collecting, writers. ARGV: holder, ttl ms, key prefix. Returns -1 another
+/// collection, -2 writers.
+static BEGIN_COLLECTION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then return -1 end
+for _, holder in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if redis.call('EXISTS', ARGV[3] .. 'writer:' .. holder) == 1 then return -2 end
+  redis.call('SREM', KEYS[2], holder)
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 ",
     )
@@ -878,6 +934,8 @@ impl ControlStore for RedisControlStore {
         let mut invocation = RELEASE_DEPLOYS.prepare_invoke();
         invocation
             .key(self.key("leases"))
+            .key(self.key("writers"))
+            .key(self.key("collecting"))
             .arg(holder_prefix)
             .arg(&self.base);
         self.run(&invocation).await.map(drop)
@@ -992,6 +1050,50 @@ impl ControlStore for RedisControlStore {
             .iter()
             .map(|json| serde_json::from_str(json).map_err(corrupt))
             .collect()
+    }
+
+    async fn begin_object_writes(&self, holder: &str, ttl_ms: i64) -> Result<(), StoreError> {
+        let mut invocation = BEGIN_OBJECT_WRITES.prepare_invoke();
+        invocation
+            .key(self.key("collecting"))
+            .key(self.key("writers"))
+            .key(self.key(&format!("writer:{holder}")))
+            .arg(holder)
+            .arg(ttl_ms.max(1));
+        match self.run(&invocation).await? {
+            CONFLICT => Err(super::collection_in_progress()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn end_object_writes(&self, holder: &str) -> Result<(), StoreError> {
+        let mut invocation = END_OBJECT_WRITES.prepare_invoke();
+        invocation
+            .key(self.key("writers"))
+            .key(self.key(&format!("writer:{holder}")))
+            .arg(holder);
+        self.run(&invocation).await.map(drop)
+    }
+
+    async fn begin_collection(&self, holder: &str, ttl_ms: i64) -> Result<(), StoreError> {
+        let mut invocation = BEGIN_COLLECTION.prepare_invoke();
+        invocation
+            .key(self.key("collecting"))
+            .key(self.key("writers"))
+            .arg(holder)
+            .arg(ttl_ms.max(1))
+            .arg(&self.base);
+        match self.run(&invocation).await? {
+            CONFLICT => Err(super::collection_in_progress()),
+            WRITERS => Err(super::object_writes_in_progress()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn end_collection(&self, holder: &str) -> Result<(), StoreError> {
+        let mut invocation = END_DEPLOY.prepare_invoke();
+        invocation.key(self.key("collecting")).arg(holder);
+        self.run(&invocation).await.map(drop)
     }
 
     async fn referenced_objects(&self) -> Result<HashSet<String>, StoreError> {

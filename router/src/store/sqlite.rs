@@ -13,7 +13,7 @@ use switchyard_runtime::backend::sqlite::{DbError, SqliteDb};
 use switchyard_runtime::{BuildId, ComponentId, ProjectId};
 use tokio::sync::broadcast;
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// The control store in a SQLite file (WAL, `synchronous=FULL`).
 pub struct SqliteControlStore {
@@ -67,6 +67,58 @@ impl SqliteControlStore {
         self.announce(Change::Project(project.clone()));
         Ok(value)
     }
+
+    /// Takes an object lease of `kind` (`write` or `collect`) unless one of
+    /// the other kind, or another collection, holds the objects.
+    async fn take_object_lease(
+        &self,
+        holder: &str,
+        kind: &'static str,
+        ttl_ms: i64,
+    ) -> Result<(), StoreError> {
+        let holder = holder.to_owned();
+        self.db
+            .write(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let now = now_ms();
+                tx.execute("DELETE FROM object_leases WHERE expires_at <= ?1", [now])?;
+                let blocking: Option<String> = tx
+                    .query_row(
+                        "SELECT kind FROM object_leases
+                         WHERE holder <> ?1 AND (kind <> ?2 OR kind = 'collect')
+                         ORDER BY kind = 'collect' DESC LIMIT 1",
+                        params![holder, kind],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                match blocking.as_deref() {
+                    Some("collect") => return Err(super::collection_in_progress()),
+                    Some(_) => return Err(super::object_writes_in_progress()),
+                    None => {}
+                }
+                tx.execute(
+                    "INSERT OR REPLACE INTO object_leases (holder, kind, expires_at)
+                     VALUES (?1, ?2, ?3)",
+                    params![holder, kind, now.saturating_add(ttl_ms.max(1))],
+                )?;
+                tx.commit()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn end_object_lease(&self, holder: &str, kind: &'static str) -> Result<(), StoreError> {
+        let holder = holder.to_owned();
+        self.db
+            .write(move |conn| {
+                conn.execute(
+                    "DELETE FROM object_leases WHERE holder = ?1 AND kind = ?2",
+                    params![holder, kind],
+                )?;
+                Ok(())
+            })
+            .await
+    }
 }
 
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -90,6 +142,16 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
                  created_at INTEGER NOT NULL
              );
              CREATE INDEX api_keys_by_project ON api_keys (project);",
+        )?;
+    }
+    if version < 3 {
+        // Object writers (`write`) and the garbage collection (`collect`).
+        tx.execute_batch(
+            "CREATE TABLE object_leases (
+                 holder TEXT PRIMARY KEY,
+                 kind TEXT NOT NULL CHECK (kind IN ('write', 'collect')),
+                 expires_at INTEGER NOT NULL
+             );",
         )?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -506,13 +568,31 @@ impl ControlStore for SqliteControlStore {
             .write(move |conn| {
                 // An exact prefix comparison: LIKE would treat `_` and `%`
                 // in the prefix as wildcards.
-                conn.execute(
-                    "DELETE FROM deploy_leases WHERE substr(holder, 1, length(?1)) = ?1",
-                    [prefix],
-                )?;
+                for table in ["deploy_leases", "object_leases"] {
+                    conn.execute(
+                        &format!("DELETE FROM {table} WHERE substr(holder, 1, length(?1)) = ?1"),
+                        [&prefix],
+                    )?;
+                }
                 Ok(())
             })
             .await
+    }
+
+    async fn begin_object_writes(&self, holder: &str, ttl_ms: i64) -> Result<(), StoreError> {
+        self.take_object_lease(holder, "write", ttl_ms).await
+    }
+
+    async fn end_object_writes(&self, holder: &str) -> Result<(), StoreError> {
+        self.end_object_lease(holder, "write").await
+    }
+
+    async fn begin_collection(&self, holder: &str, ttl_ms: i64) -> Result<(), StoreError> {
+        self.take_object_lease(holder, "collect", ttl_ms).await
+    }
+
+    async fn end_collection(&self, holder: &str) -> Result<(), StoreError> {
+        self.end_object_lease(holder, "collect").await
     }
 
     async fn commit_build(&self, build: &BuildRecord, holder: &str) -> Result<(), StoreError> {
@@ -524,8 +604,8 @@ impl ControlStore for SqliteControlStore {
             exists(&tx, id)?;
             let current: Option<String> = tx
                 .query_row(
-                    "SELECT holder FROM deploy_leases WHERE project = ?1",
-                    [id],
+                    "SELECT holder FROM deploy_leases WHERE project = ?1 AND expires_at > ?2",
+                    params![id, now_ms()],
                     |r| r.get(0),
                 )
                 .optional()?;

@@ -564,3 +564,79 @@ async fn concurrent_deploys_to_one_project_one_wins_the_other_gets_409() {
     // The lease is released: the next deploy goes through.
     assert_eq!(server.upload("busy", bundle).await.0, StatusCode::CREATED);
 }
+
+/// Garbage collection and deploys exclude each other through the control
+/// store, as they would across nodes sharing object storage: objects of
+/// pruned builds go, never while a deploy (of any node) is storing objects,
+/// and a deploy waits for a collection to end.
+#[tokio::test]
+async fn garbage_collection_and_deploys_exclude_each_other_through_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.deploy.retained_builds = 1;
+    let server = TestServer::start_with(config).await;
+    let node = server.node();
+    let site = |text: &str| {
+        tar(&[
+            ("switchyard.toml", b""),
+            ("assets/index.html", text.as_bytes()),
+        ])
+    };
+    let objects = || async {
+        node.blobs
+            .objects_older_than(std::time::Duration::ZERO)
+            .await
+            .unwrap()
+            .len()
+    };
+
+    assert_eq!(
+        server.deploy("gc", site("first")).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        server.deploy("gc", site("second")).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        objects().await,
+        2,
+        "the pruned build's asset is still stored"
+    );
+
+    // Another node's deploy is storing objects: nothing is collected.
+    node.store
+        .begin_object_writes("other-node:1:deploy", 60_000)
+        .await
+        .unwrap();
+    let gc = node
+        .deployer
+        .collect_garbage_older_than(std::time::Duration::ZERO);
+    assert_eq!(gc.await.unwrap(), 0);
+    assert_eq!(objects().await, 2);
+    node.store
+        .end_object_writes("other-node:1:deploy")
+        .await
+        .unwrap();
+    let gc = node
+        .deployer
+        .collect_garbage_older_than(std::time::Duration::ZERO);
+    assert_eq!(gc.await.unwrap(), 1);
+    assert_eq!(objects().await, 1);
+    assert_eq!(server.get("gc.localhost", "/").await.text(), "second");
+
+    // Another node is collecting: a deploy waits for it, then lands.
+    node.store
+        .begin_collection("other-node:1:gc", 60_000)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let release = async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        node.store.end_collection("other-node:1:gc").await.unwrap();
+    };
+    let ((status, build), ()) = tokio::join!(server.deploy("gc", site("third")), release);
+    assert_eq!(status, StatusCode::CREATED, "{build}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(500));
+    assert_eq!(server.get("gc.localhost", "/").await.text(), "third");
+}

@@ -9,10 +9,15 @@
 //! hold a password.
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::io::tcp::{TcpSettings, socket2::TcpKeepalive};
 use redis::{
     Client, FromRedisValue, IntoConnectionInfo, ProtocolVersion, ScriptInvocation, ToRedisArgs,
 };
 use std::time::Duration;
+
+/// How long sent data may go unacknowledged before the connection is
+/// taken for broken (at least the call timeout).
+const BROKEN_AFTER: Duration = Duration::from_secs(10);
 
 /// Why a Redis call failed, for the operator.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -59,7 +64,21 @@ impl RedisConn {
         if !url.starts_with("redis://") {
             return Err(invalid());
         }
-        let mut info = url.into_connection_info().map_err(|_| invalid())?;
+        let info = url.into_connection_info().map_err(|_| invalid())?;
+        // A Redis that vanished (no FIN, no RST) must break the connection
+        // so the manager remakes it; a call's own deadline does not. The
+        // kernel ends it after unacknowledged data or unanswered probes.
+        let mut info = info.set_tcp_settings(
+            TcpSettings::default()
+                .set_nodelay(true)
+                .set_keepalive(
+                    TcpKeepalive::new()
+                        .with_time(Duration::from_secs(15))
+                        .with_interval(Duration::from_secs(5))
+                        .with_retries(3),
+                )
+                .set_user_timeout(BROKEN_AFTER.max(timeout)),
+        );
         if push.is_some() {
             let settings = info
                 .redis_settings()

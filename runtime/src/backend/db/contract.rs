@@ -33,6 +33,32 @@ pub async fn db_contract(db: &dyn DbBackend) {
     results_are_capped(db).await;
     migrations_add_refuse_drop_and_keep(db).await;
     a_failed_migration_changes_nothing(db).await;
+    any_declared_names_coexist(db).await;
+}
+
+/// Tables named as a backend might name what it makes for another table
+/// (its key's index, its identity sequence, a unique column's index).
+async fn any_declared_names_coexist(db: &dyn DbBackend) {
+    let project = fresh_project("names");
+    let mut tables = vec![items()];
+    for name in [
+        "items_pkey",
+        "items_id_seq",
+        "items_email_key",
+        "items_title_check",
+    ] {
+        let mut id = column("id", ColumnType::Integer);
+        id.primary_key = true;
+        tables.push(Table {
+            name: name.into(),
+            columns: vec![id],
+            indexes: Vec::new(),
+        });
+    }
+    db.migrate(&project, &schema_of(tables), Removals::Refuse)
+        .await
+        .unwrap();
+    db.purge(&project).await.unwrap();
 }
 
 /// A project no other run uses.
@@ -769,18 +795,25 @@ async fn the_quota_stops_inserts(db: &dyn DbBackend) {
     let used = db.usage(&project).await.unwrap();
     assert!(used <= 256 * 1024, "{used} bytes after {stored} rows");
 
-    // Deleting makes room again.
-    one(
+    // A quota lowered below the usage refuses growth, not deleting: the
+    // project can always get back under it.
+    let mut lowered = small;
+    lowered.quota_bytes = 64 * 1024;
+    run_with(
         db,
         &project,
         &schema,
-        Query::Delete {
+        Access::Server,
+        vec![Query::Delete {
             table: "items".into(),
             filter: Some(cond("id", Op::Gt, Operand::One(Value::S64(0)))),
             returning: None,
-        },
+        }],
+        lowered,
     )
-    .await;
+    .await
+    .unwrap();
+    // Deleting makes room again.
     run_with(
         db,
         &project,

@@ -26,6 +26,8 @@ pub async fn kv_contract(kv: &dyn KvBackend) {
     list_keys_by_prefix_in_pages(kv).await;
     quota_is_enforced_and_accounted(kv).await;
     expired_keys_free_their_quota(kv).await;
+    many_expired_keys_free_their_quota_at_once(kv).await;
+    the_longest_ttl_is_accepted(kv).await;
     purge_empties_one_namespace(kv).await;
 }
 
@@ -315,6 +317,14 @@ async fn list_keys_by_prefix_in_pages(kv: &dyn KvBackend) {
         kv.list_keys(&ns, "nothing", None, 10).await,
         Ok(KeyPage::default())
     );
+    // A cursor from before the prefix lists the prefix only.
+    assert_eq!(
+        kv.list_keys(&ns, "user:", Some("item:1"), 100)
+            .await
+            .unwrap()
+            .keys,
+        all.keys
+    );
     assert_eq!(
         kv.list_keys(&ns, "", None, 100).await.unwrap().keys.len(),
         7
@@ -368,6 +378,45 @@ async fn expired_keys_free_their_quota(kv: &dyn KvBackend) {
     wait_until_expired(kv, &ns, "old", Duration::from_secs(5)).await;
     kv.set(&ns, "new", vec![0; 97], None, quota).await.unwrap();
     assert_eq!(kv.get(&ns, "new").await.unwrap().map(|v| v.len()), Some(97));
+}
+
+async fn many_expired_keys_free_their_quota_at_once(kv: &dyn KvBackend) {
+    let ns = fresh_ns("massexp");
+    let quota = 200 * entry("k000", 50);
+    for i in 0..200 {
+        kv.set(
+            &ns,
+            &format!("k{i:03}"),
+            vec![0; 50],
+            Some(Duration::from_millis(50)),
+            quota,
+        )
+        .await
+        .unwrap();
+    }
+    wait_until_expired(kv, &ns, "k199", Duration::from_secs(5)).await;
+    // One write needing nearly all of the quota back.
+    let big = usize::try_from(quota - entry("big", 0)).unwrap();
+    kv.set(&ns, "big", vec![0; big], None, quota).await.unwrap();
+    assert_eq!(kv.usage(&ns).await, Ok(quota));
+}
+
+async fn the_longest_ttl_is_accepted(kv: &dyn KvBackend) {
+    let ns = fresh_ns("longttl");
+    kv.set(&ns, "forever", b"v".to_vec(), Some(Duration::MAX), QUOTA)
+        .await
+        .unwrap();
+    assert_eq!(kv.get(&ns, "forever").await, Ok(Some(b"v".to_vec())));
+    kv.set(
+        &ns,
+        "long",
+        b"v".to_vec(),
+        Some(Duration::from_secs(u64::from(u32::MAX) * 1000)),
+        QUOTA,
+    )
+    .await
+    .unwrap();
+    assert!(kv.exists(&ns, "long").await.unwrap());
 }
 
 async fn purge_empties_one_namespace(kv: &dyn KvBackend) {

@@ -29,6 +29,14 @@ use std::time::Duration;
 /// Expired keys whose charge each write gives back, at most.
 const SWEEP_PER_WRITE: u32 = 16;
 
+/// Expired keys a write that would not fit gives back before it is
+/// refused: keys that expired en masse must not make the quota look full.
+const SWEEP_BEFORE_REFUSING: u32 = 1000;
+
+/// The longest TTL stored (100 years); longer ones are cut to it, as the
+/// server's clock plus a TTL must fit Redis's 64-bit expiry.
+const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+
 /// Keys a listing may look at before it returns a short page (with a
 /// cursor): bounds the script's time when many listed keys have expired.
 const LIST_SCAN_BUDGET: u32 = 512;
@@ -75,10 +83,14 @@ local function charge_of(k)
 end
 
 -- Whether a change from `old` to `new` bytes fits in `quota`. A write that
--- does not grow the namespace always fits.
+-- does not grow the namespace always fits; one that does not fit first
+-- gives back the charge of more expired keys.
 local function fits(old, new, quota)
   if new <= old then return true end
   local used = tonumber(redis.call('GET', usage) or '0')
+  if used - old + new <= quota then return true end
+  sweep(DEEP_SWEEP)
+  used = tonumber(redis.call('GET', usage) or '0')
   return used - old + new <= quota
 end
 
@@ -237,6 +249,7 @@ return {#keys, left}
 
 fn script(body: &str) -> Script {
     let source = format!("{PRELUDE}{body}")
+        .replace("DEEP_SWEEP", &SWEEP_BEFORE_REFUSING.to_string())
         .replace("SWEEP", &SWEEP_PER_WRITE.to_string())
         .replace("OVERHEAD", &ENTRY_OVERHEAD_BYTES.to_string())
         .replace("BUDGET", &LIST_SCAN_BUDGET.to_string())
@@ -305,10 +318,13 @@ impl RedisKv {
     }
 }
 
-/// A TTL in whole milliseconds, at least 1 (0 means none to the scripts).
+/// A TTL in whole milliseconds, from 1 (0 means none to the scripts) to
+/// [`MAX_TTL_MS`].
 fn ttl_ms(ttl: Option<Duration>) -> u64 {
     ttl.map_or(0, |t| {
-        u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
+        u64::try_from(t.as_millis())
+            .unwrap_or(u64::MAX)
+            .clamp(1, MAX_TTL_MS)
     })
 }
 
@@ -362,10 +378,12 @@ impl KvBackend for RedisKv {
             b.extend_from_slice(key);
             b
         };
+        // A cursor sorting before the prefix (one the caller made up) must
+        // not widen the listing beyond the prefix.
         let lower = match cursor {
-            Some(after) => bound(b'(', after.as_bytes()),
-            None if prefix.is_empty() => b"-".to_vec(),
-            None => bound(b'[', prefix.as_bytes()),
+            Some(after) if after.as_bytes() >= prefix.as_bytes() => bound(b'(', after.as_bytes()),
+            _ if prefix.is_empty() => b"-".to_vec(),
+            _ => bound(b'[', prefix.as_bytes()),
         };
         let upper =
             prefix_end(prefix.as_bytes()).map_or_else(|| b"+".to_vec(), |end| bound(b'(', &end));

@@ -13,9 +13,14 @@
 //!   still running at the call's deadline (`QUERY_TIMEOUT`);
 //! - the quota is the size of the schema's tables with their indexes and
 //!   TOAST (main forks), measured before a write commits: a write that would leave it
-//!   above the quota is rolled back (`QUOTA_EXCEEDED`), after a `VACUUM`
-//!   has had the chance to give back what deleted rows and aborted writes
-//!   left behind (PostgreSQL does not shrink files on its own);
+//!   above the quota *and* larger than before is rolled back
+//!   (`QUOTA_EXCEEDED`), after a `VACUUM` has had the chance to give back
+//!   what deleted rows and aborted writes left behind (PostgreSQL does not
+//!   shrink files on its own). Deletes always run, so a project over a
+//!   lowered quota can get back under it. A project found full has its
+//!   other writes refused without running for 1 s, doubling up to a minute
+//!   until something is deleted (on that node), which bounds the vacuums a
+//!   full project causes;
 //! - reads run in one `REPEATABLE READ READ ONLY` snapshot.
 //!
 //! Migrations are the planner's steps rendered in PostgreSQL's DDL
@@ -26,12 +31,13 @@ mod ddl;
 
 use super::{Call, CallError, CallLimits, DbBackend, DbError, MigrationError, Rows, value_bytes};
 use crate::db::migrate::{Removals, plan};
-use crate::db::query::Value;
+use crate::db::query::{Query, Value};
 use crate::db::schema::{ColumnType, Schema, Table, quote};
 use crate::db::sql::{Access, Dialect, QueryError, Statement};
 use crate::ids::ProjectId;
 use deadpool_postgres::{
-    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, Timeouts,
+    GenericClient, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+    Timeouts,
 };
 use futures::TryStreamExt;
 use sha2::Digest;
@@ -42,6 +48,11 @@ use tokio_postgres::{IsolationLevel, NoTls, Row};
 
 /// How long a migration waits for the project's lock.
 const MIGRATION_WAIT: Duration = Duration::from_secs(30);
+/// How long a migration (or dropping a project's schema) may run.
+const MIGRATION_LIMIT: Duration = Duration::from_secs(5 * 60);
+/// How long past a deadline the server has to say it cancelled the work,
+/// before the connection is given up on.
+const GRACE: Duration = Duration::from_secs(2);
 /// Where applied migrations record the tables they leave.
 const META_TABLE: &str = "_switchyard_tables";
 /// The bytes of a project's tables, their indexes, their TOAST tables and
@@ -84,6 +95,8 @@ impl Default for PostgresGatewayDbOptions {
 pub struct PostgresGatewayDb {
     pool: Pool,
     options: PostgresGatewayDbOptions,
+    /// Projects found full (a vacuum did not make room), by schema.
+    full: moka::sync::Cache<String, FullBackoff>,
 }
 
 impl PostgresGatewayDb {
@@ -99,6 +112,14 @@ impl PostgresGatewayDb {
         })?;
         config
             .connect_timeout(options.connect_timeout)
+            // A server that vanished (no FIN, no RST) is noticed within
+            // about 30 s, by the probes when idle and by the unacknowledged
+            // data otherwise, rather than the kernel's 2 h and 15 min.
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(15))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3)
+            .tcp_user_timeout(Duration::from_secs(30))
             .application_name("switchyard")
             // A backstop for statements run outside a call's own
             // timeout; literals rendered in DDL rely on standard strings.
@@ -117,7 +138,14 @@ impl PostgresGatewayDb {
             .recycle_timeout(Some(options.connect_timeout))
             .build()
             .map_err(DbError::unavailable)?;
-        let db = PostgresGatewayDb { pool, options };
+        let db = PostgresGatewayDb {
+            pool,
+            options,
+            full: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
+        };
         let client = db
             .client(db.options.connect_timeout)
             .await
@@ -194,6 +222,7 @@ impl PostgresGatewayDb {
         ))
         .await
         .map_err(whole)?;
+        let mut size_before = 0;
         if call.writes {
             match tx
                 .execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(schema)])
@@ -205,6 +234,7 @@ impl PostgresGatewayDb {
                 }
                 Err(e) => return Err(whole(e)),
             }
+            size_before = size(&tx, schema).await.map_err(whole)?;
         }
         let remaining = call.limits.timeout.saturating_sub(started.elapsed());
         if remaining.is_zero() {
@@ -225,56 +255,16 @@ impl PostgresGatewayDb {
             results.push(rows);
         }
         if call.writes {
-            let size: i64 = tx
-                .query_one(SIZE_SQL, &[&schema])
-                .await
-                .map_err(whole)?
-                .get(0);
-            if u64::try_from(size).unwrap_or(0) > call.limits.quota_bytes {
+            // Only growth is refused: a project over its quota (lowered by
+            // the operator, say) can still delete and update in place.
+            let size_after = size(&tx, schema).await.map_err(whole)?;
+            if size_after > call.limits.quota_bytes && size_after > size_before {
                 tx.rollback().await.map_err(whole)?;
                 return Err(None);
             }
         }
         tx.commit().await.map_err(whole)?;
         Ok(results)
-    }
-
-    /// Has PostgreSQL reclaim dead rows and trailing empty pages of the
-    /// schema's tables (outside any transaction; best effort).
-    async fn vacuum(client: &Object, schema: &str) {
-        let tables: Vec<String> = match client
-            .query(
-                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                 WHERE n.nspname = $1 AND c.relkind = 'r'",
-                &[&schema],
-            )
-            .await
-        {
-            Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot list a project's tables to vacuum them");
-                return;
-            }
-        };
-        if tables.is_empty() {
-            return;
-        }
-        let list: Vec<String> = tables.iter().map(|t| ddl::qualified(schema, t)).collect();
-        if let Err(e) = client
-            .batch_execute(&format!("VACUUM {}", list.join(", ")))
-            .await
-        {
-            tracing::warn!(error = %e, "vacuuming a project's tables failed");
-        }
-    }
-
-    async fn size(&self, client: &Object, schema: &str) -> Result<u64, DbError> {
-        let size: i64 = client
-            .query_one(SIZE_SQL, &[&schema])
-            .await
-            .map_err(DbError::unavailable)?
-            .get(0);
-        Ok(u64::try_from(size).unwrap_or(0))
     }
 }
 
@@ -284,6 +274,16 @@ struct CallParts {
     access: Access,
     limits: CallLimits,
     writes: bool,
+    /// Whether its writes are all deletes, which never grow a table.
+    only_deletes: bool,
+}
+
+/// Until when a full project's writes (but deletes) are refused without
+/// being run.
+#[derive(Clone, Copy)]
+struct FullBackoff {
+    until: Instant,
+    step: Duration,
 }
 
 /// The advisory lock that serialises a project's writes and migrations.
@@ -306,35 +306,203 @@ impl DbBackend for PostgresGatewayDb {
         schema: &Schema,
         removals: Removals,
     ) -> Result<Vec<String>, MigrationError> {
-        let unavailable = |e: &dyn std::fmt::Display| MigrationError::Unavailable {
-            detail: e.to_string(),
-        };
-        let name = Self::schema_name(project);
         let mut client = self
             .client(MIGRATION_WAIT)
             .await
-            .map_err(|e| unavailable(&e.error))?;
+            .map_err(|e| migration_unavailable(&e.error))?;
+        // The server enforces MIGRATION_LIMIT itself; this is for a server
+        // or network that stops answering.
+        let bounded = tokio::time::timeout(
+            MIGRATION_LIMIT + GRACE,
+            self.migrate_on(&mut client, project, schema, removals),
+        )
+        .await;
+        match bounded {
+            Ok(result) => result,
+            Err(_) => Err(migration_unavailable(&gave_up(client))),
+        }
+    }
+
+    async fn call(&self, project: &ProjectId, call: Call) -> Result<Vec<Rows>, CallError> {
+        self.run_call(project, call).await
+    }
+
+    async fn ping(&self) -> Result<(), DbError> {
+        let client = self
+            .client(self.options.busy_timeout)
+            .await
+            .map_err(|e| e.error)?;
+        let limit = self.options.busy_timeout + GRACE;
+        match tokio::time::timeout(limit, client.batch_execute("SELECT 1")).await {
+            Ok(result) => result.map_err(DbError::unavailable),
+            Err(_) => Err(gave_up(client)),
+        }
+    }
+
+    async fn usage(&self, project: &ProjectId) -> Result<u64, DbError> {
+        let client = self
+            .client(self.options.busy_timeout)
+            .await
+            .map_err(|e| e.error)?;
+        let limit = self.options.busy_timeout + GRACE;
+        let schema = Self::schema_name(project);
+        match tokio::time::timeout(limit, size(&client, &schema)).await {
+            Ok(result) => result.map_err(DbError::unavailable),
+            Err(_) => Err(gave_up(client)),
+        }
+    }
+
+    async fn purge(&self, project: &ProjectId) -> Result<(), DbError> {
+        let client = self
+            .client(self.options.busy_timeout)
+            .await
+            .map_err(|e| e.error)?;
+        let drop_schema = format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            quote(&Self::schema_name(project))
+        );
+        match tokio::time::timeout(MIGRATION_LIMIT + GRACE, client.batch_execute(&drop_schema))
+            .await
+        {
+            Ok(result) => result.map_err(DbError::unavailable),
+            Err(_) => Err(gave_up(client)),
+        }
+    }
+}
+
+impl PostgresGatewayDb {
+    /// [`DbBackend::call`].
+    async fn run_call(&self, project: &ProjectId, call: Call) -> Result<Vec<Rows>, CallError> {
+        let started = Instant::now();
+        let name = Self::schema_name(project);
+        let dialect = Dialect::Postgres { schema: &name };
+        let statements = super::statements(dialect, &call)?;
+        if statements.is_empty() {
+            return Ok(Vec::new());
+        }
+        let parts = CallParts {
+            access: call.access,
+            limits: call.limits,
+            writes: statements.iter().any(|(_, select)| !select),
+            only_deletes: call
+                .queries
+                .iter()
+                .all(|q| matches!(q, Query::Select { .. } | Query::Delete { .. })),
+        };
+        if parts.writes && !parts.only_deletes && self.is_full(&name) {
+            return Err(CallError::whole(DbError::QuotaExceeded));
+        }
+        let wait = self.options.busy_timeout.min(call.limits.timeout);
+        let mut client = self.client(wait).await?;
+        // PostgreSQL cancels a statement at the deadline by itself; this is
+        // for a server or network that stops answering. A connection given
+        // up on mid-call is closed, never reused.
+        let backstop = call.limits.timeout + GRACE;
+        let run = async {
+            match self
+                .attempt(&mut client, &name, &statements, &parts, started)
+                .await
+            {
+                Ok(rows) => {
+                    if parts.writes && parts.only_deletes {
+                        self.full.invalidate(&name);
+                    }
+                    Ok(rows)
+                }
+                Err(Some(e)) => Err(e),
+                Err(None) => {
+                    // Over the quota: reclaim what deleted rows and aborted
+                    // writes left, and try once more. A write refused again
+                    // leaves its pages behind (PostgreSQL does not shrink
+                    // files when rolling back): vacuum those too.
+                    vacuum(&client, &name).await;
+                    match self
+                        .attempt(&mut client, &name, &statements, &parts, started)
+                        .await
+                    {
+                        Err(None) => {
+                            vacuum(&client, &name).await;
+                            self.found_full(&name);
+                            Err(CallError::whole(DbError::QuotaExceeded))
+                        }
+                        other => other.map_err(|e| {
+                            e.unwrap_or_else(|| CallError::whole(DbError::QuotaExceeded))
+                        }),
+                    }
+                }
+            }
+        };
+        let outcome = tokio::time::timeout(backstop, run).await;
+        match outcome {
+            Ok(result) => result,
+            Err(_) => {
+                drop(Object::take(client));
+                Err(CallError::whole(DbError::Timeout(millis(
+                    call.limits.timeout,
+                ))))
+            }
+        }
+    }
+
+    /// Whether `schema` was found full recently (on this node) and nothing
+    /// was deleted since: its writes other than deletes are then refused
+    /// without being run, so that a project at its quota cannot make every
+    /// refused write two `VACUUM`s.
+    fn is_full(&self, schema: &str) -> bool {
+        self.full
+            .get(schema)
+            .is_some_and(|backoff| Instant::now() < backoff.until)
+    }
+
+    /// Records that `schema` is full: for 1 s the first time, doubling up
+    /// to a minute while it stays full.
+    fn found_full(&self, schema: &str) {
+        let step = self.full.get(schema).map_or(Duration::from_secs(1), |b| {
+            (b.step * 2).min(Duration::from_secs(60))
+        });
+        self.full.insert(
+            schema.to_owned(),
+            FullBackoff {
+                until: Instant::now() + step,
+                step,
+            },
+        );
+    }
+
+    /// [`DbBackend::migrate`] on `client`.
+    async fn migrate_on(
+        &self,
+        client: &mut Object,
+        project: &ProjectId,
+        schema: &Schema,
+        removals: Removals,
+    ) -> Result<Vec<String>, MigrationError> {
+        let name = Self::schema_name(project);
         if schema.tables().is_empty() {
             let exists = client
                 .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&name])
                 .await
-                .map_err(|e| unavailable(&e))?;
+                .map_err(|e| migration_unavailable(&e))?;
             if exists.is_none() {
                 // Nothing declared, nothing there: no schema for a project
                 // without tables.
                 return Ok(Vec::new());
             }
         }
-        let tx = client.transaction().await.map_err(|e| unavailable(&e))?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| migration_unavailable(&e))?;
         tx.batch_execute(&format!(
-            "SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = 0",
-            millis(MIGRATION_WAIT)
+            "SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}",
+            millis(MIGRATION_WAIT),
+            millis(MIGRATION_LIMIT)
         ))
         .await
-        .map_err(|e| unavailable(&e))?;
+        .map_err(|e| migration_unavailable(&e))?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(&name)])
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| migration_unavailable(&e))?;
         let meta = ddl::qualified(&name, META_TABLE);
         tx.batch_execute(&format!(
             "CREATE SCHEMA IF NOT EXISTS {schema};
@@ -342,14 +510,14 @@ impl DbBackend for PostgresGatewayDb {
             schema = quote(&name)
         ))
         .await
-        .map_err(|e| unavailable(&e))?;
+        .map_err(|e| migration_unavailable(&e))?;
         let recorded: Vec<Table> = tx
             .query(
                 &format!("SELECT definition FROM {meta} ORDER BY position"),
                 &[],
             )
             .await
-            .map_err(|e| unavailable(&e))?
+            .map_err(|e| migration_unavailable(&e))?
             .iter()
             .map(|row| {
                 serde_json::from_str(row.get(0)).map_err(|e| MigrationError::Unavailable {
@@ -370,113 +538,64 @@ impl DbBackend for PostgresGatewayDb {
         }
         tx.execute(&format!("DELETE FROM {meta}"), &[])
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| migration_unavailable(&e))?;
         for (position, table) in plan.tables.iter().enumerate() {
-            let definition = serde_json::to_string(table).map_err(|e| unavailable(&e))?;
+            let definition = serde_json::to_string(table).map_err(|e| migration_unavailable(&e))?;
             let position = i32::try_from(position).unwrap_or(i32::MAX);
             tx.execute(
                 &format!("INSERT INTO {meta} (position, definition) VALUES ($1, $2)"),
                 &[&position, &definition],
             )
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| migration_unavailable(&e))?;
         }
         tx.commit()
             .await
             .map_err(|e| migration_error(&e, "commit"))?;
         Ok(done)
     }
+}
 
-    async fn call(&self, project: &ProjectId, call: Call) -> Result<Vec<Rows>, CallError> {
-        let started = Instant::now();
-        let name = Self::schema_name(project);
-        let dialect = Dialect::Postgres { schema: &name };
-        let statements = super::statements(dialect, &call)?;
-        if statements.is_empty() {
-            return Ok(Vec::new());
+/// Has PostgreSQL reclaim dead rows and trailing empty pages of the
+/// schema's tables (outside any transaction; best effort).
+async fn vacuum(client: &Object, schema: &str) {
+    let tables: Vec<String> = match client
+        .query(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relkind = 'r'",
+            &[&schema],
+        )
+        .await
+    {
+        Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list a project's tables to vacuum them");
+            return;
         }
-        let parts = CallParts {
-            access: call.access,
-            limits: call.limits,
-            writes: statements.iter().any(|(_, select)| !select),
-        };
-        let wait = self.options.busy_timeout.min(call.limits.timeout);
-        let mut client = self.client(wait).await?;
-        // PostgreSQL cancels a statement at the deadline by itself; this is
-        // for a server or network that stops answering. A connection given
-        // up on mid-call is closed, never reused.
-        let backstop = call.limits.timeout + Duration::from_secs(2);
-        let run = async {
-            match self
-                .attempt(&mut client, &name, &statements, &parts, started)
-                .await
-            {
-                Err(None) => {
-                    // Over the quota: reclaim what deleted rows and aborted
-                    // writes left, and try once more.
-                    Self::vacuum(&client, &name).await;
-                    match self
-                        .attempt(&mut client, &name, &statements, &parts, started)
-                        .await
-                    {
-                        Err(None) => {
-                            Self::vacuum(&client, &name).await;
-                            Err(CallError::whole(DbError::QuotaExceeded))
-                        }
-                        other => other.map_err(|e| {
-                            e.unwrap_or_else(|| CallError::whole(DbError::QuotaExceeded))
-                        }),
-                    }
-                }
-                other => {
-                    other.map_err(|e| e.unwrap_or_else(|| CallError::whole(DbError::QuotaExceeded)))
-                }
-            }
-        };
-        let outcome = tokio::time::timeout(backstop, run).await;
-        match outcome {
-            Ok(result) => result,
-            Err(_) => {
-                drop(Object::take(client));
-                Err(CallError::whole(DbError::Timeout(millis(
-                    call.limits.timeout,
-                ))))
-            }
-        }
+    };
+    if tables.is_empty() {
+        return;
     }
+    let list: Vec<String> = tables.iter().map(|t| ddl::qualified(schema, t)).collect();
+    if let Err(e) = client
+        .batch_execute(&format!("VACUUM {}", list.join(", ")))
+        .await
+    {
+        tracing::warn!(error = %e, "vacuuming a project's tables failed");
+    }
+}
 
-    async fn ping(&self) -> Result<(), DbError> {
-        let client = self
-            .client(self.options.busy_timeout)
-            .await
-            .map_err(|e| e.error)?;
-        client
-            .batch_execute("SELECT 1")
-            .await
-            .map_err(DbError::unavailable)
-    }
+/// The bytes a project's tables take (see [`SIZE_SQL`]).
+async fn size(client: &impl GenericClient, schema: &str) -> Result<u64, tokio_postgres::Error> {
+    let size: i64 = client.query_one(SIZE_SQL, &[&schema]).await?.get(0);
+    Ok(u64::try_from(size).unwrap_or(0))
+}
 
-    async fn usage(&self, project: &ProjectId) -> Result<u64, DbError> {
-        let client = self
-            .client(self.options.busy_timeout)
-            .await
-            .map_err(|e| e.error)?;
-        self.size(&client, &Self::schema_name(project)).await
-    }
-
-    async fn purge(&self, project: &ProjectId) -> Result<(), DbError> {
-        let client = self
-            .client(self.options.busy_timeout)
-            .await
-            .map_err(|e| e.error)?;
-        client
-            .batch_execute(&format!(
-                "DROP SCHEMA IF EXISTS {} CASCADE",
-                quote(&Self::schema_name(project))
-            ))
-            .await
-            .map_err(DbError::unavailable)
-    }
+/// Closes a connection that stopped answering (never handing it back to
+/// the pool, where a late reply could meet the next query).
+fn gave_up(client: Object) -> DbError {
+    drop(Object::take(client));
+    DbError::unavailable("PostgreSQL did not answer in time")
 }
 
 /// A failure inside one statement.
@@ -654,6 +773,12 @@ fn migration_error(e: &tokio_postgres::Error, step: &str) -> MigrationError {
         _ => MigrationError::Unavailable {
             detail: format!("{step}: {e}"),
         },
+    }
+}
+
+fn migration_unavailable(e: &dyn std::fmt::Display) -> MigrationError {
+    MigrationError::Unavailable {
+        detail: e.to_string(),
     }
 }
 
