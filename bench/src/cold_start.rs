@@ -3,7 +3,7 @@
 //! for `wasmtime serve` and Switchyard alike); and, on a running node, the
 //! first request right after a deploy against warm ones.
 
-use crate::compare::start_nginx;
+use crate::compare::{start_nginx, static_files};
 use crate::http::{Connection, Request};
 use crate::server::{Server, free_addr};
 use crate::switchyard::{Node, NodeConfig, bundle, variant};
@@ -54,6 +54,7 @@ pub fn run(tools: &Tools, plan: &Plan, dir: &Path) -> anyhow::Result<ColdStart> 
         })?,
     ));
 
+    static_files(&dir.join("www"))?;
     starts.push((
         "nginx (1 KiB file)",
         repeat(plan, |_| {

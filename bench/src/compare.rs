@@ -162,7 +162,7 @@ fn measure(
 }
 
 /// Writes the static files (bytes that do not compress) into `www`.
-fn static_files(www: &Path) -> anyhow::Result<Vec<(&'static str, Vec<u8>)>> {
+pub fn static_files(www: &Path) -> anyhow::Result<Vec<(&'static str, Vec<u8>)>> {
     std::fs::create_dir_all(www)?;
     let mut state = 0x9e37_79b9_7f4a_7c15_u64;
     let mut files = Vec::new();

@@ -68,13 +68,32 @@ pub fn header(tools: &Tools, plan: &Plan, quick: bool) -> anyhow::Result<String>
     writeln!(
         out,
         "Command: `bench/run{}`; each figure the median of {} run(s) of {} s after a {} s warm-up, wrk with {} connections.",
-        if quick { " --quick" } else { "" },
+        invocation(quick),
         plan.runs,
         plan.duration.as_secs(),
         plan.warm_up.as_secs(),
         plan.connections
     )?;
     Ok(out)
+}
+
+/// The arguments the suite was run with, but for the tool paths that
+/// `bench/run` itself passes.
+fn invocation(quick: bool) -> String {
+    let mut shown = String::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--wasmtime" {
+            args.next();
+        } else if !arg.starts_with("--wasmtime=") {
+            shown.push(' ');
+            shown.push_str(&arg);
+        }
+    }
+    if quick && !shown.contains("--quick") {
+        shown.push_str(" --quick");
+    }
+    shown
 }
 
 pub fn comparison(c: &Comparison) -> String {

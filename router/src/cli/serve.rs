@@ -62,7 +62,8 @@ impl ServeArgs {
 /// Runs the server in the foreground.
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
-    init_logging(&config);
+    // Held to the end: dropping it writes out the lines still queued.
+    let _log_writer = init_logging(&config);
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("switchyard")
@@ -124,17 +125,31 @@ async fn wait_for_signal() {
     }
 }
 
-fn init_logging(config: &Config) {
+/// Installs the log subscriber. Lines are formatted on the thread that
+/// logs and written by a thread of their own, in batches (whatever queued
+/// while the last write ran), so that a request never waits on a `write`
+/// to stderr. Nothing is dropped: a full queue (64 Ki lines) makes loggers
+/// wait, as a slow stderr did before.
+fn init_logging(config: &Config) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.filter));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(64 * 1024)
+        .thread_name("switchyard-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     // Colours only for a terminal: escape codes in a log file or a
     // collector are noise.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match config.log.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    guard
 }
