@@ -224,17 +224,20 @@ impl PostgresGatewayDb {
         .map_err(whole)?;
         let mut size_before = 0;
         if call.writes {
-            match tx
-                .execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(schema)])
-                .await
-            {
+            // Pipelined: one round trip; the size is read once the lock is
+            // held (statements run in order, each with its own snapshot).
+            let key = lock_key(schema);
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&key];
+            let lock = tx.execute("SELECT pg_advisory_xact_lock($1)", &params);
+            let (locked, measured) = tokio::join!(lock, size(&tx, schema));
+            match locked {
                 Ok(_) => {}
                 Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
                     return Err(Some(CallError::whole(DbError::Busy)));
                 }
                 Err(e) => return Err(whole(e)),
             }
-            size_before = size(&tx, schema).await.map_err(whole)?;
+            size_before = measured.map_err(whole)?;
         }
         let remaining = call.limits.timeout.saturating_sub(started.elapsed());
         if remaining.is_zero() {
