@@ -15,6 +15,7 @@ use futures::TryStreamExt;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use std::ops::Range;
+use std::sync::OnceLock;
 
 /// `Cache-Control` when no rule matches: cache, but revalidate (ETags make
 /// revalidation cheap).
@@ -154,13 +155,11 @@ impl AssetServer {
         if size <= self.max_cached {
             let bytes = match self.cache.get(hash).await {
                 Some(bytes) => {
-                    metrics::counter!("switchyard_asset_cache_total", "result" => "hit")
-                        .increment(1);
+                    cache_lookups(true).increment(1);
                     bytes
                 }
                 None => {
-                    metrics::counter!("switchyard_asset_cache_total", "result" => "miss")
-                        .increment(1);
+                    cache_lookups(false).increment(1);
                     let bytes = self
                         .blobs
                         .get(hash, None)
@@ -189,6 +188,14 @@ impl AssetServer {
             .map_err(|e| -> crate::error::BoxError { Box::new(e) });
         Ok(StreamBody::new(stream).boxed_unsync())
     }
+}
+
+/// The counter of memory-cache hits or misses, registered once.
+fn cache_lookups(hit: bool) -> &'static metrics::Counter {
+    static HIT: OnceLock<metrics::Counter> = OnceLock::new();
+    static MISS: OnceLock<metrics::Counter> = OnceLock::new();
+    let (cell, result) = if hit { (&HIT, "hit") } else { (&MISS, "miss") };
+    cell.get_or_init(|| metrics::counter!("switchyard_asset_cache_total", "result" => result))
 }
 
 fn respond(status: StatusCode, headers: HeaderMap, body: Body) -> http::Response<Body> {

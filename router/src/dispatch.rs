@@ -13,12 +13,13 @@
 //! 8. GET/HEAD with an SPA fallback: the fallback page;
 //! 9. else the build's not-found page, or 404.
 //!
-//! Every response gets `X-Request-Id`; every request a `request` span
-//! (request id, host, project, build), an access-log event in it (method,
-//! path, status, duration) and metrics.
+//! Every response gets `X-Request-Id`; every request an access-log event
+//! (request id, host, project, build, method, path, status, duration) and
+//! metrics, and a `request` span at debug level around its handling.
 
 use crate::error::{ApiError, Body};
 use crate::hostname::normalize;
+use crate::metrics::RequestMeters;
 use crate::node::Node;
 use crate::routing::Route;
 use crate::tenant::Refusal;
@@ -60,22 +61,36 @@ pub fn new_request_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
+/// What routing learnt about a request, for its access-log line and
+/// metrics.
+#[derive(Default)]
+struct Seen {
+    host: Option<String>,
+    route: Option<Arc<Route>>,
+}
+
 /// Handles one request on a public listener.
+///
+/// Every request gets one access-log event (`switchyard::access`, at info)
+/// carrying all it needs. The `request` span around the handling, which
+/// gives events inside it their request's id, host, project and build, is
+/// at debug: creating and filling a span per request costs about as much
+/// as the rest of a static file's path, so it is there for debugging
+/// (`log.filter = "info,switchyard::dispatch=debug"`), not by default.
 pub async fn handle(node: &Node, request: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
     let started = Instant::now();
     let request_id = new_request_id();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let mut project = None;
-    // One span per request; route_and_serve fills in what it learns.
-    let span = tracing::info_span!(
+    let mut seen = Seen::default();
+    let span = tracing::debug_span!(
         "request",
         request_id = %request_id,
         host = tracing::field::Empty,
         project = tracing::field::Empty,
         build = tracing::field::Empty,
     );
-    let served = route_and_serve(node, request, conn, &request_id, &mut project)
+    let served = route_and_serve(node, request, conn, &request_id, &mut seen)
         .instrument(span.clone())
         .await;
     let _entered = span.enter();
@@ -93,29 +108,28 @@ pub async fn handle(node: &Node, request: Request<Incoming>, conn: &ConnInfo) ->
     }
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    let project_label = project.as_deref().unwrap_or("-").to_owned();
+    let route = seen.route.as_deref();
     tracing::info!(
         target: "switchyard::access",
         request_id,
-        %method,
+        host = seen.host.as_deref().unwrap_or("-"),
+        project = route.map_or("-", |r| r.project.id.as_str()),
+        build = route
+            .and_then(|r| r.build.as_deref())
+            .map_or("-", |b| b.record.id.as_str()),
+        method = method.as_str(),
         path,
-        project = project_label,
         status,
         duration_ms = elapsed.as_secs_f64() * 1000.0,
     );
-    let class = match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+    let meters = match route {
+        Some(route) => &route.meters,
+        None => RequestMeters::unrouted(),
     };
-    metrics::counter!("switchyard_requests_total", "project" => project_label.clone(), "class" => class)
-        .increment(1);
-    metrics::histogram!("switchyard_request_duration_seconds").record(elapsed);
+    meters.responded(status);
+    crate::metrics::request_duration_histogram().record(elapsed);
     // Counted as the body is sent: streamed bodies have no Content-Length.
-    let bytes_out =
-        metrics::counter!("switchyard_response_bytes_total", "project" => project_label);
+    let bytes_out = meters.bytes_out();
     response.map(|body| Counted { body, bytes_out }.boxed_unsync())
 }
 
@@ -159,17 +173,18 @@ async fn route_and_serve(
     mut request: Request<Incoming>,
     conn: &ConnInfo,
     request_id: &str,
-    project: &mut Option<String>,
+    seen: &mut Seen,
 ) -> Result<Response<Body>, ApiError> {
     let host = request_host(request.headers(), request.uri(), conn)?;
     let span = tracing::Span::current();
     span.record("host", host.as_str());
+    let host = seen.host.insert(host);
     let route: Arc<Route> = node
         .routes
-        .resolve(&host)
+        .resolve(host)
         .await?
         .ok_or(ApiError::HostNotFound)?;
-    *project = Some(route.project.id.to_string());
+    seen.route = Some(route.clone());
     span.record("project", route.project.id.as_str());
     if route.project.suspended {
         return Err(ApiError::Suspended);
@@ -202,7 +217,7 @@ async fn route_and_serve(
 
     if let Some(spec) = &build.spec {
         let app = node.app(spec).await?;
-        prepare_for_guest(&mut request, &host, conn);
+        prepare_for_guest(&mut request, host, conn);
         // Rules match the decoded path, as for assets: `/%61dmin` is `/admin`.
         let raw = request.uri().path();
         let path = crate::assets::percent_decode(raw).unwrap_or_else(|| raw.to_owned());

@@ -3,6 +3,7 @@
 //! Every crate records through the `metrics` facade (the runtime records
 //! instantiation time and fuel); one process-wide recorder renders them.
 
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -35,6 +36,58 @@ pub fn handle() -> Option<PrometheusHandle> {
             }
         })
         .clone()
+}
+
+/// One project's request metrics, registered when its route is loaded
+/// (each status class on its first use): looking a labelled metric up in
+/// the recorder on every request costs more than updating it.
+pub struct RequestMeters {
+    project: String,
+    classes: [OnceLock<Counter>; 5],
+    bytes_out: Counter,
+}
+
+impl RequestMeters {
+    /// The meters of `project`.
+    pub fn new(project: &str) -> Self {
+        RequestMeters {
+            project: project.to_owned(),
+            classes: Default::default(),
+            bytes_out: metrics::counter!("switchyard_response_bytes_total", "project" => project.to_owned()),
+        }
+    }
+
+    /// The meters of requests that reached no project.
+    pub fn unrouted() -> &'static RequestMeters {
+        static UNROUTED: OnceLock<RequestMeters> = OnceLock::new();
+        UNROUTED.get_or_init(|| RequestMeters::new("-"))
+    }
+
+    /// Counts a response, by its status class.
+    pub fn responded(&self, status: u16) {
+        const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+        let index = usize::from(status / 100).clamp(1, 5) - 1;
+        self.classes[index]
+            .get_or_init(|| {
+                metrics::counter!(
+                    "switchyard_requests_total",
+                    "project" => self.project.clone(),
+                    "class" => CLASSES[index]
+                )
+            })
+            .increment(1);
+    }
+
+    /// The counter of response body bytes, increased as bodies are sent.
+    pub fn bytes_out(&self) -> Counter {
+        self.bytes_out.clone()
+    }
+}
+
+/// Time from receiving a request to its response head, all projects.
+pub fn request_duration_histogram() -> &'static Histogram {
+    static DURATION: OnceLock<Histogram> = OnceLock::new();
+    DURATION.get_or_init(|| metrics::histogram!("switchyard_request_duration_seconds"))
 }
 
 /// Drains histogram samples into their buckets periodically, as the

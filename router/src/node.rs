@@ -218,6 +218,9 @@ impl Running {
 
 /// Opens the node, binds its listeners and starts serving.
 pub async fn start(config: Config) -> Result<Running, NodeError> {
+    // Before anything registers a metric: handles taken earlier would
+    // record nowhere.
+    let _ = crate::metrics::handle();
     let node = Node::open(config).await?;
     let config = &node.config;
     let bind_at = |addr: SocketAddr| async move {

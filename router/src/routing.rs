@@ -9,6 +9,7 @@
 use crate::build::BuildRecord;
 use crate::config::TenantDefaults;
 use crate::error::ApiError;
+use crate::metrics::RequestMeters;
 use crate::store::{ApiKeyRecord, ControlStore, Project};
 use globset::{Glob, GlobMatcher};
 use http::{HeaderName, HeaderValue};
@@ -33,6 +34,8 @@ pub struct Route {
     /// a key check reads no store, and dropped with it on any change of
     /// the project (a revoked key stops working at once).
     pub keys: Vec<ApiKeyRecord>,
+    /// Its request metrics.
+    pub meters: RequestMeters,
 }
 
 /// A project's request limits, resolved against the server defaults.
@@ -261,6 +264,7 @@ impl RouteTable {
         };
         let keys = self.store.api_keys(&project.id).await?;
         Ok(Some(Arc::new(Route {
+            meters: RequestMeters::new(project.id.as_str()),
             project,
             build,
             rate,

@@ -2,16 +2,20 @@
 //!
 //! 1. refuse a request body whose declared length is over the limit (413);
 //! 2. build a fresh store: fuel, memory limiter, wall-clock deadline;
-//! 3. spawn the guest (instantiate, then `wasi:http/incoming-handler.handle`)
-//!    on its own task, because it may keep streaming the body after it has
-//!    sent the response head;
-//! 4. wait for the head, or for the guest to end without one;
+//! 3. run the guest (instantiate, then `wasi:http/incoming-handler.handle`)
+//!    in the caller's task until it has sent the response head or ended;
+//! 4. a guest still running once its head is out (streaming the body) moves
+//!    to a task of its own, so the body does not depend on the client
+//!    reading it for the guest to reach its deadline;
 //! 5. check the head (declared size, header count) and hand back a streaming
 //!    body that enforces the response limit and, at its end, reports how the
 //!    guest finished.
 //!
+//! Most guests answer and end within one poll: for them there is no task to
+//! spawn, no hand-off between tasks, and their pool slot is free again
+//! before the caller's task moves on, so the next request reuses it warm.
 //! If the caller drops the future or the body (the client went away), the
-//! guest task is aborted with it.
+//! guest is dropped (or its task aborted) with it.
 
 use crate::app::App;
 use crate::body::{LimitedRequestBody, ResponseBody};
@@ -131,16 +135,30 @@ impl App {
             let out = http.new_response_outparam(sender).map_err(internal)?;
             (req, out)
         };
-        let mut task = GuestTask::spawn(run_guest(store, self.pre.clone(), req, out, deadline));
-
-        let head = match receiver.await {
-            Ok(Ok(head)) => Ok(head),
-            Ok(Err(code)) => Err(DispatchError::BadResponse {
+        let mut guest: GuestFuture =
+            Box::pin(run_guest(store, self.pre.clone(), req, out, deadline));
+        let mut receiver = receiver;
+        let first = poll_fn(|cx| {
+            if let Poll::Ready(outcome) = guest.as_mut().poll(cx) {
+                return Poll::Ready(First::Ended(outcome));
+            }
+            Pin::new(&mut receiver).poll(cx).map(First::Head)
+        })
+        .await;
+        let (sent, mut task) = match first {
+            First::Ended(outcome) => (receiver.try_recv().ok(), GuestTask::ended(outcome)),
+            First::Head(Ok(head)) => (Some(head), GuestTask::spawn(guest)),
+            // The guest dropped its response slot unset and runs on: its
+            // outcome says why there is no response.
+            First::Head(Err(_)) => (None, GuestTask::ended(guest.await)),
+        };
+        let head = match sent {
+            Some(Ok(head)) => Ok(head),
+            Some(Err(code)) => Err(DispatchError::BadResponse {
                 detail: format!("the app answered with error {code:?}"),
             }),
-            // The response slot was dropped with the store: the guest ended
-            // without setting it. Its outcome says why.
-            Err(_) => Err(match task.outcome().await {
+            // The guest ended without setting its response.
+            None => Err(match task.outcome().await {
                 Ok(()) => DispatchError::NoResponse,
                 Err(e) => e,
             }),
@@ -208,7 +226,12 @@ async fn run_guest(
     let run = async {
         let started = Instant::now();
         let proxy = pre.instantiate_async(&mut store).await?;
-        metrics::histogram!("switchyard_instantiate_seconds").record(started.elapsed());
+        store
+            .data()
+            .tenant
+            .metrics
+            .instantiate
+            .record(started.elapsed());
         proxy
             .wasi_http_incoming_handler()
             .call_handle(&mut store, request, response_out)
@@ -224,14 +247,10 @@ async fn run_guest(
         .limits
         .fuel
         .saturating_sub(store.get_fuel().unwrap_or(0));
-    let project = tenant.project.to_string();
-    metrics::counter!("switchyard_fuel_used_total", "project" => project.clone()).increment(used);
-    let result = match &outcome {
-        Ok(()) => "ok",
-        Err(e) => e.code(),
-    };
-    metrics::counter!("switchyard_guest_runs_total", "project" => project, "result" => result)
-        .increment(1);
+    tenant.metrics.fuel_used.increment(used);
+    tenant
+        .metrics
+        .run_ended(outcome.as_ref().map(|_| ()).map_err(DispatchError::code));
     outcome
 }
 
@@ -297,28 +316,59 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
     headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
-/// The task a guest runs on. Aborted when dropped unless it has finished:
-/// nobody is left to read the response.
+/// A guest run, boxed so it can move to a task of its own mid-way.
+type GuestFuture = Pin<Box<dyn Future<Output = Result<(), DispatchError>> + Send>>;
+
+/// What the first stretch of a guest run produced.
+enum First {
+    /// The guest ended (its response, if any, is in the channel).
+    Ended(Result<(), DispatchError>),
+    /// The guest set its response (or dropped the slot) and runs on.
+    Head(Result<GuestResponse, tokio::sync::oneshot::error::RecvError>),
+}
+
+type GuestResponse = Result<
+    http::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>,
+    wasmtime_wasi_http::p2::bindings::http::types::ErrorCode,
+>;
+
+/// How a guest's run ends, for the response body to report: already ended,
+/// or still running on a task of its own, aborted when this is dropped
+/// unfinished (nobody is left to read the response).
 pub(crate) struct GuestTask {
-    handle: Option<JoinHandle<Result<(), DispatchError>>>,
+    state: TaskState,
+}
+
+enum TaskState {
+    Ended(Option<Result<(), DispatchError>>),
+    Running(JoinHandle<Result<(), DispatchError>>),
+    Reported,
 }
 
 impl GuestTask {
-    fn spawn(guest: impl Future<Output = Result<(), DispatchError>> + Send + 'static) -> Self {
+    fn ended(outcome: Result<(), DispatchError>) -> Self {
         GuestTask {
-            handle: Some(tokio::spawn(guest)),
+            state: TaskState::Ended(Some(outcome)),
+        }
+    }
+
+    fn spawn(guest: GuestFuture) -> Self {
+        GuestTask {
+            state: TaskState::Running(tokio::spawn(guest)),
         }
     }
 
     /// Polls for the guest's outcome. Once it has been returned (or the task
     /// aborted), later polls report success: there is nothing left to report.
     pub(crate) fn poll_outcome(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), DispatchError>> {
-        let Some(handle) = self.handle.as_mut() else {
-            return Poll::Ready(Ok(()));
+        let outcome = match &mut self.state {
+            TaskState::Ended(outcome) => outcome.take().unwrap_or(Ok(())),
+            TaskState::Running(handle) => ready!(Pin::new(handle).poll(cx))
+                .unwrap_or_else(|e| Err(internal(format!("the guest task failed: {e}")))),
+            TaskState::Reported => Ok(()),
         };
-        let joined = ready!(Pin::new(handle).poll(cx));
-        self.handle = None;
-        Poll::Ready(joined.unwrap_or_else(|e| Err(internal(format!("the guest task failed: {e}")))))
+        self.state = TaskState::Reported;
+        Poll::Ready(outcome)
     }
 
     async fn outcome(&mut self) -> Result<(), DispatchError> {
@@ -326,9 +376,10 @@ impl GuestTask {
     }
 
     pub(crate) fn abort(&mut self) {
-        if let Some(handle) = self.handle.take() {
+        if let TaskState::Running(handle) = &self.state {
             handle.abort();
         }
+        self.state = TaskState::Reported;
     }
 }
 

@@ -11,7 +11,7 @@ use crate::error::{LoadError, StartError};
 use crate::ids::{BuildId, ComponentId, ProjectId};
 use crate::imports::check_component;
 use crate::logs::{LogRegistry, ProjectLog};
-use crate::state::{RequestState, TenantCtx};
+use crate::state::{GuestMetrics, RequestState, TenantCtx};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use wasmtime::Engine;
@@ -184,6 +184,7 @@ impl Runtime {
             project: spec.project.clone(),
             build: spec.build.clone(),
             slots: Arc::new(Semaphore::new(limits.concurrency as usize)),
+            metrics: GuestMetrics::new(&spec.project),
             limits,
             env,
             kv: self.backends.kv.clone(),

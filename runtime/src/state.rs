@@ -44,6 +44,7 @@ pub(crate) struct TenantCtx {
     pub(crate) logs: Arc<LogRegistry>,
     /// One permit per running request: `limits.concurrency` of them.
     pub(crate) slots: Arc<Semaphore>,
+    pub(crate) metrics: GuestMetrics,
     /// Keeps the epoch ticking while any store of this app lives, even past
     /// the `Runtime`: without ticks a spinning guest would never yield or
     /// reach its deadline.
@@ -67,6 +68,7 @@ impl TenantCtx {
             build: BuildId::new("test").expect("valid build id"),
             logs: Arc::new(LogRegistry::new(crate::config::LogConfig::default())),
             slots: Arc::new(Semaphore::new(limits.concurrency as usize)),
+            metrics: GuestMetrics::new(&project),
             project,
             limits,
             env: Vec::new(),
@@ -75,6 +77,40 @@ impl TenantCtx {
             db: Arc::new(db),
             schema: Arc::new(Schema::default()),
             _ticker: Arc::new(ticker),
+        }
+    }
+}
+
+/// A build's metric handles, registered once when it is loaded: looking a
+/// labelled metric up in the recorder costs more than the update itself.
+pub(crate) struct GuestMetrics {
+    project: String,
+    pub(crate) instantiate: metrics::Histogram,
+    pub(crate) fuel_used: metrics::Counter,
+    runs_ok: metrics::Counter,
+}
+
+impl GuestMetrics {
+    pub(crate) fn new(project: &ProjectId) -> Self {
+        let project = project.to_string();
+        GuestMetrics {
+            instantiate: metrics::histogram!("switchyard_instantiate_seconds"),
+            fuel_used: metrics::counter!("switchyard_fuel_used_total", "project" => project.clone()),
+            runs_ok: metrics::counter!("switchyard_guest_runs_total", "project" => project.clone(), "result" => "ok"),
+            project,
+        }
+    }
+
+    /// Counts a finished run under its result: `ok` or the failure's code.
+    pub(crate) fn run_ended(&self, result: Result<(), &'static str>) {
+        match result {
+            Ok(()) => self.runs_ok.increment(1),
+            Err(code) => metrics::counter!(
+                "switchyard_guest_runs_total",
+                "project" => self.project.clone(),
+                "result" => code
+            )
+            .increment(1),
         }
     }
 }

@@ -42,10 +42,11 @@ fn main() {
     ensure_target();
 
     // Not the outer build's target directory: that one is locked by the
-    // build running this script.
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
+    // build running this script. A relative CARGO_TARGET_DIR is taken from
+    // the workspace root, as cargo does when run there; this script runs in
+    // its own package's directory.
+    let target_dir = root
+        .join(std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| "target".into(), PathBuf::from))
         .join("guests");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);

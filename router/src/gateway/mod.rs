@@ -91,7 +91,12 @@ pub async fn serve(
         // Errors get the CORS headers too, so a page can read them.
         Err(error) => {
             if let Some(detail) = error.detail() {
-                tracing::warn!(code = error.code(), detail, "database gateway call failed");
+                tracing::warn!(
+                    request_id,
+                    code = error.code(),
+                    detail,
+                    "database gateway call failed"
+                );
             }
             let mut response = error.to_response(request_id);
             if matches!(error, ApiError::Unauthorized) {
