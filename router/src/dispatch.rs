@@ -1,5 +1,8 @@
 //! The public request path, in order:
 //!
+//! 0. an HTTP/1 request whose body length is ambiguous (a transfer coding
+//!    other than one `chunked`): 400 `BAD_REQUEST`, and the connection is
+//!    closed;
 //! 1. the host: from `Host` / `:authority` (one, agreeing), normalised, and
 //!    equal to the TLS server name if there is one;
 //! 2. the route for the host (cached), else 404 `HOST_NOT_FOUND`;
@@ -90,21 +93,34 @@ pub async fn handle(node: &Node, request: Request<Incoming>, conn: &ConnInfo) ->
         project = tracing::field::Empty,
         build = tracing::field::Empty,
     );
-    let served = route_and_serve(node, request, conn, &request_id, &mut seen)
-        .instrument(span.clone())
-        .await;
+    let unsure_framing = ambiguous_framing(&request);
+    let served = match unsure_framing {
+        Some(reason) => Err(ApiError::BadRequest(reason.into())),
+        None => {
+            route_and_serve(node, request, conn, &request_id, &mut seen)
+                .instrument(span.clone())
+                .await
+        }
+    };
     let _entered = span.enter();
     let mut response = match served {
         Ok(response) => response,
         Err(error) => {
             if let Some(detail) = error.detail() {
-                tracing::warn!(request_id, code = error.code(), detail, "request failed");
+                tracing::warn!(request_id, code = error.code(), detail = %detail, "request failed");
             }
             error.to_response(&request_id)
         }
     };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
+    }
+    if unsure_framing.is_some() {
+        // Where this request ends is a guess, so nothing after it on the
+        // connection is read as a request.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
@@ -258,6 +274,35 @@ async fn route_and_serve(
     node.assets
         .serve(&method, request.headers(), &build, page, asset, status)
         .await
+}
+
+/// Why an HTTP/1 request's body length is ambiguous, if it is: a transfer
+/// coding other than exactly one `chunked` (repeated or stacked codings;
+/// hyper itself refuses unknown ones), or both `Content-Length` and
+/// `Transfer-Encoding`. hyper frames such requests by `Transfer-Encoding`,
+/// but a proxy in front may have framed them differently: the bytes after
+/// this request could be another request it never saw (request
+/// smuggling), so the request is refused and its connection closed. (For
+/// both lengths hyper has already dropped `Content-Length` and closes the
+/// connection after the response itself; the check is for other parsers.)
+fn ambiguous_framing<B>(request: &Request<B>) -> Option<&'static str> {
+    if request.version() > http::Version::HTTP_11 {
+        return None;
+    }
+    let headers = request.headers();
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    let first = codings.next()?;
+    if headers.contains_key(header::CONTENT_LENGTH) {
+        return Some("the request has both Content-Length and Transfer-Encoding");
+    }
+    let only_chunked = codings.next().is_none()
+        && first
+            .to_str()
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
+    if !only_chunked {
+        return Some("the only Transfer-Encoding accepted is a single `chunked`");
+    }
+    None
 }
 
 /// The request's host, normalised. One `Host`; an authority in the URI
@@ -414,6 +459,36 @@ mod tests {
             host(&[("host", "b.example.com")], "/", Some("a.example.com")),
             Err("MISDIRECTED_REQUEST")
         );
+    }
+
+    #[test]
+    fn framing_must_be_unambiguous() {
+        let framing = |version, pairs: &[(&str, &str)]| {
+            let mut request = Request::post("/").version(version);
+            for (k, v) in pairs {
+                request = request.header(*k, *v);
+            }
+            ambiguous_framing(&request.body(()).unwrap()).is_some()
+        };
+        let v11 = http::Version::HTTP_11;
+        assert!(!framing(v11, &[("content-length", "5")]));
+        assert!(!framing(v11, &[("transfer-encoding", "chunked")]));
+        assert!(!framing(v11, &[("transfer-encoding", " Chunked ")]));
+        for bad in [
+            &[("transfer-encoding", "chunked"), ("content-length", "5")][..],
+            &[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked"),
+            ],
+            &[("transfer-encoding", "chunked, chunked")],
+            &[("transfer-encoding", "gzip, chunked")],
+            &[("transfer-encoding", "xchunked")],
+            &[("transfer-encoding", "identity")],
+        ] {
+            assert!(framing(v11, bad), "{bad:?}");
+        }
+        // HTTP/2 frames bodies itself and forbids Transfer-Encoding.
+        assert!(!framing(http::Version::HTTP_2, &[("content-length", "5")]));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, Full};
+use std::borrow::Cow;
 use switchyard_runtime::backend::db::DbError;
 use switchyard_runtime::{DispatchError, LoadError};
 
@@ -174,15 +175,27 @@ impl ApiError {
     }
 
     /// What to log beyond the public message, if anything.
-    pub fn detail(&self) -> Option<&str> {
+    pub fn detail(&self) -> Option<Cow<'_, str>> {
         match self {
-            ApiError::Unavailable(d) | ApiError::Internal(d) => Some(d),
+            ApiError::Unavailable(d) | ApiError::Internal(d) => Some(d.into()),
             ApiError::Db {
                 error: DbError::Unavailable { detail },
                 ..
-            } => Some(detail),
-            ApiError::Dispatch(e) => e.detail(),
+            } => Some(detail.into()),
+            ApiError::Dispatch(e) => e.detail().map(Cow::Borrowed),
+            ApiError::Load(e) if !e.is_client_error() => Some(e.to_string().into()),
             _ => None,
+        }
+    }
+
+    /// The message the caller sees: fixed for internal and backend
+    /// failures, whose text may name the host's files or services.
+    fn public_message(&self) -> String {
+        match self {
+            ApiError::Load(e) if !e.is_client_error() => {
+                "the component could not be loaded on this server".into()
+            }
+            _ => self.to_string(),
         }
     }
 
@@ -204,12 +217,12 @@ impl ApiError {
 
     /// The error envelope, with `Retry-After` where it applies.
     pub fn to_response(&self, request_id: &str) -> http::Response<Body> {
-        // Display is the public message: fixed for internal and backend
-        // failures, whose detail is only in `detail()`.
+        // Internal and backend failures have a fixed public message; their
+        // detail is only in `detail()`, for the operator's log.
         let mut response = switchyard_runtime::error_response(
             self.status(),
             self.code(),
-            &self.to_string(),
+            &self.public_message(),
             request_id,
         )
         .map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync());
@@ -275,6 +288,22 @@ mod tests {
         let json = body_json(response).await;
         assert_eq!(json["error"]["message"], "internal error");
         assert!(!json.to_string().contains("secret"));
+
+        // The same for the host's side of loading a component.
+        let error = ApiError::Load(LoadError::Io(
+            "/var/lib/switchyard/artifacts/ab.cwasm: permission denied".into(),
+        ));
+        assert!(error.detail().unwrap().contains("artifacts"));
+        let response = error.to_response("r3");
+        assert_eq!(response.status(), 500);
+        let json = body_json(response).await;
+        assert_eq!(json["error"]["code"], "INTERNAL");
+        assert!(!json.to_string().contains("artifacts"), "{json}");
+        // A deployer's own mistake keeps its explanation.
+        let json =
+            body_json(ApiError::Load(LoadError::NoHandler("x".into())).to_response("r4")).await;
+        assert_eq!(json["error"]["code"], "COMPONENT_NO_HANDLER");
+        assert!(json["error"]["message"].as_str().unwrap().contains('x'));
     }
 
     #[test]

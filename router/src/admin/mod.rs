@@ -271,7 +271,7 @@ pub async fn handle(
                 tracing::warn!(
                     request_id,
                     code = error.code(),
-                    detail,
+                    detail = %detail,
                     "admin request failed"
                 );
             }

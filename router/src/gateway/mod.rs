@@ -94,7 +94,7 @@ pub async fn serve(
                 tracing::warn!(
                     request_id,
                     code = error.code(),
-                    detail,
+                    detail = %detail,
                     "database gateway call failed"
                 );
             }

@@ -17,11 +17,20 @@ use tokio::net::TcpStream;
 /// Writes `request` on a new connection and reads until the server closes it
 /// (or 5 s pass).
 async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    raw_until_closed(addr, request).await.0
+}
+
+/// Like [`raw`], and whether the server closed the connection in time.
+async fn raw_until_closed(addr: SocketAddr, request: &[u8]) -> (String, bool) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(request).await.unwrap();
     let mut response = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
-    String::from_utf8_lossy(&response).into_owned()
+    let read =
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
+    (
+        String::from_utf8_lossy(&response).into_owned(),
+        read.is_ok(),
+    )
 }
 
 fn status_line(response: &str) -> &str {
@@ -140,6 +149,120 @@ async fn header_and_body_limits_answer_431_400_and_413() {
     .await;
     assert_eq!(status_line(&response), "HTTP/1.1 200 OK");
     assert!(response.contains("\"bodyBytes\":5"));
+}
+
+#[tokio::test]
+async fn ambiguous_framing_closes_the_connection_and_smuggles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.http.max_body_bytes = 8192;
+    let server = TestServer::start_with(config).await;
+    server.deploy_component("hello", artifacts::HELLO).await;
+    server.deploy_component("victim", artifacts::COUNTER).await;
+    // Each case is followed, on the same connection, by a request to
+    // another tenant that a front proxy framing the first request
+    // differently would not have seen.
+    let smuggled = "GET /visits/smuggled HTTP/1.1\r\nhost: victim.localhost\r\n\r\n";
+    let head = "POST /echo HTTP/1.1\r\nhost: hello.localhost\r\n";
+    let cases: &[(&str, String, &str)] = &[
+        // hyper frames these by Transfer-Encoding alone, drops the
+        // Content-Length before the request reaches Switchyard and closes
+        // the connection after the response (RFC 9112 §6.1 allows this or
+        // a 400): the request is answered, nothing after it is read.
+        (
+            "Content-Length and Transfer-Encoding",
+            format!("{head}content-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"),
+            "200 OK",
+        ),
+        (
+            "Transfer-Encoding and Content-Length",
+            format!("{head}transfer-encoding: chunked\r\ncontent-length: 60\r\n\r\n0\r\n\r\n"),
+            "200 OK",
+        ),
+        (
+            "duplicate Transfer-Encoding",
+            format!("{head}transfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"),
+            "400 Bad Request",
+        ),
+        (
+            "chunked twice in one header",
+            format!("{head}transfer-encoding: chunked, chunked\r\n\r\n0\r\n\r\n"),
+            "400 Bad Request",
+        ),
+        (
+            "a coding before chunked",
+            format!("{head}transfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n"),
+            "400 Bad Request",
+        ),
+        (
+            "xchunked",
+            format!("{head}transfer-encoding: xchunked\r\n\r\n0\r\n\r\n"),
+            "400 Bad Request",
+        ),
+        (
+            "space before the colon",
+            format!("{head}transfer-encoding : chunked\r\n\r\n0\r\n\r\n"),
+            "400 Bad Request",
+        ),
+        (
+            "two Content-Lengths",
+            format!("{head}content-length: 5\r\ncontent-length: 6\r\n\r\nhello"),
+            "400 Bad Request",
+        ),
+        (
+            "a Content-Length list",
+            format!("{head}content-length: 5, 5\r\n\r\nhello"),
+            "400 Bad Request",
+        ),
+        (
+            "a signed Content-Length",
+            format!("{head}content-length: +5\r\n\r\nhello"),
+            "400 Bad Request",
+        ),
+        (
+            "an overflowing Content-Length",
+            format!("{head}content-length: 99999999999999999999999\r\n\r\nhello"),
+            "400 Bad Request",
+        ),
+        (
+            "HTTP/1.0 with Transfer-Encoding",
+            "POST /echo HTTP/1.0\r\nhost: hello.localhost\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n".into(),
+            "400 Bad Request",
+        ),
+        (
+            "an overflowing chunk size",
+            format!("{head}transfer-encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFFF\r\nhello\r\n0\r\n\r\n"),
+            "400 Bad Request",
+        ),
+        (
+            "a declared body over the limit",
+            format!("{head}content-length: 20000000\r\n\r\nhello"),
+            "413 Payload Too Large",
+        ),
+    ];
+    for (case, request, status) in cases {
+        let (response, closed) =
+            raw_until_closed(server.public, format!("{request}{smuggled}").as_bytes()).await;
+        assert_eq!(
+            status_line(&response),
+            format!("HTTP/1.1 {status}"),
+            "{case}"
+        );
+        assert_eq!(response.matches("HTTP/1.").count(), 1, "{case}: {response}");
+        assert!(closed, "{case}: the connection stayed open");
+    }
+    // Nothing reached the other tenant: its first visit is this one.
+    let reply = server.get("victim.localhost", "/visits/smuggled").await;
+    assert_eq!(reply.json()["visits"], 1, "{}", reply.text());
+    // A well-framed chunked request still works, and keeps the connection.
+    let (response, closed) = raw_until_closed(
+        server.public,
+        format!("{head}transfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(status_line(&response), "HTTP/1.1 200 OK");
+    assert!(response.contains("\"bodyBytes\":5"), "{response}");
+    assert!(!closed, "a keep-alive connection was closed");
 }
 
 #[tokio::test]
