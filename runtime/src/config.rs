@@ -97,6 +97,12 @@ pub struct PoolConfig {
     /// cost. Costs up to this much RSS per slot that has been used.
     /// Default 1 MiB.
     pub memory_keep_resident_bytes: u64,
+    /// Whether a memory slot maps its component's initial memory image
+    /// copy-on-write (and keeps it mapped for the next instance of the same
+    /// component) instead of copying the data segments at every
+    /// instantiation. Either way a freed slot is reset before any instance
+    /// uses it again. Default true.
+    pub memory_init_cow: bool,
 }
 
 impl Default for PoolConfig {
@@ -113,6 +119,7 @@ impl Default for PoolConfig {
             table_elements: 100_000,
             max_unused_warm_slots: 100,
             memory_keep_resident_bytes: 1024 * 1024,
+            memory_init_cow: true,
         }
     }
 }

@@ -48,6 +48,7 @@ pub(crate) fn build_engine(config: &RuntimeConfig) -> Result<Engine, StartError>
     let mut wasm = Config::new();
     wasm.wasm_component_model(true)
         .consume_fuel(true)
+        .memory_init_cow(pool.memory_init_cow)
         .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
     Engine::new(&wasm).map_err(|e| StartError::Engine(format!("{e:#}")))

@@ -18,6 +18,10 @@ use super::schema::{Column, ColumnType, Schema, Table, is_uuid, quote};
 
 /// Longest `like` / `ilike` pattern, in bytes.
 pub const MAX_PATTERN_BYTES: usize = 256;
+
+/// Largest text or blob value a query may carry, in bytes, on every
+/// backend (SQLite's own limit is set to the same).
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
 /// Most `%` in one pattern.
 pub const MAX_PATTERN_WILDCARDS: usize = 16;
 
@@ -648,6 +652,17 @@ fn stored(column: &Column, value: &Value) -> Result<Value, QueryError> {
 /// `value` in the form its column stores (integers widened for real
 /// columns), or why it does not fit.
 fn fits(column: &Column, value: &Value) -> Result<Value, QueryError> {
+    let len = match value {
+        Value::Text(s) => s.len(),
+        Value::Blob(b) => b.len(),
+        _ => 0,
+    };
+    if len > MAX_VALUE_BYTES {
+        return Err(QueryError::InvalidValue(format!(
+            "`{}`: a value is larger than {MAX_VALUE_BYTES} bytes",
+            column.name
+        )));
+    }
     let wrong = || {
         QueryError::InvalidValue(format!(
             "`{}` holds {} values",
@@ -1165,6 +1180,15 @@ mod tests {
                 .collect(),
         );
         assert_eq!(code(server, &select(None, Some(wide))), "QUERY_TOO_COMPLEX");
+
+        // Values: at most MAX_VALUE_BYTES, compared or stored, on every
+        // backend.
+        let title = |len: usize| cond("title", Op::Eq, text(&"t".repeat(len)));
+        assert!(run(server, &select(None, Some(title(MAX_VALUE_BYTES)))).is_ok());
+        assert_eq!(
+            code(server, &select(None, Some(title(MAX_VALUE_BYTES + 1)))),
+            "INVALID_VALUE"
+        );
     }
 
     #[test]

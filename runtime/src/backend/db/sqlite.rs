@@ -40,8 +40,9 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Largest text or blob a statement may bind or produce.
-const MAX_VALUE_BYTES: i32 = 1024 * 1024;
+/// Largest text or blob a statement may bind or produce: the validator's
+/// limit, enforced again by SQLite.
+const MAX_VALUE_BYTES: i32 = crate::db::sql::MAX_VALUE_BYTES as i32;
 /// Virtual machine steps between two deadline checks.
 const PROGRESS_STEPS: i32 = 1000;
 /// The WAL is truncated back to this after a checkpoint.

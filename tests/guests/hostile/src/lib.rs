@@ -25,6 +25,8 @@
 //! | `/body-hoard?bodies=N` | creates N responses it never sends and fills their bodies as far as the host buffers; returns the bytes the host accepted |
 //! | `/random?bytes=N` | asks the host for N random bytes at once |
 //! | `/exit` | calls `exit(3)` |
+//! | `/fill?mb=N` | grows its memory by N MiB and fills the new pages with a pattern no constant of this guest holds |
+//! | `/scan?mb=N[&fill]` | grows its memory by N MiB (with `fill`, fills it first) and counts the 64-byte blocks of its whole memory that hold the pattern |
 
 use std::hint::black_box;
 use switchyard_sdk::wasi::http::types::{
@@ -75,6 +77,24 @@ fn route(req: &Request, path: &str) -> Response {
             }
         }
         "/trap" => panic!("the hostile guest panics on purpose"),
+        "/fill" | "/scan" => {
+            let mb = req
+                .query_param("mb")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(8);
+            let Some(grown) = grow(mb) else {
+                return Response::text("memory.grow failed").with_status(500);
+            };
+            let len = grown.len();
+            if path == "/fill" || req.query_param("fill").is_some() {
+                fill(grown);
+            }
+            if path == "/fill" {
+                Response::text(format!("filled {len} bytes"))
+            } else {
+                Response::json(&scan())
+            }
+        }
         "/big-header" => big_header(),
         "/log-flood" => {
             let kb = req
@@ -298,3 +318,65 @@ fn outgoing_http() -> String {
 }
 
 switchyard_sdk::export!(raw handle);
+
+/// Byte `j` of a 64-byte block of the pattern `/fill` writes. Computed at
+/// each use, so the pattern is never in this guest's data, stack or heap
+/// unless `/fill` put it there.
+#[inline(never)]
+fn pattern_byte(j: usize) -> u8 {
+    black_box(0x3du8).wrapping_add((j as u8).wrapping_mul(151)) ^ 0x5c
+}
+
+/// Grows memory 0 by `mb` MiB, bypassing the allocator: the address range of
+/// the new pages.
+fn grow(mb: u64) -> Option<std::ops::Range<usize>> {
+    let pages = usize::try_from(mb).ok()?.checked_mul(16)?;
+    let old = memory_grow(pages);
+    (old != usize::MAX).then(|| old * 65536..(old + pages) * 65536)
+}
+
+fn fill(range: std::ops::Range<usize>) {
+    for block in range.step_by(64) {
+        for j in 0..64 {
+            // SAFETY: the range was just grown and nothing else owns it.
+            unsafe { ((block + j) as *mut u8).write_volatile(pattern_byte(j)) }
+        }
+    }
+}
+
+/// `{"bytes": memory size, "found": blocks holding the pattern}`, over all
+/// of memory 0 but its first block (address 0 is not a valid pointer).
+fn scan() -> serde_json::Value {
+    let size = memory_pages() * 65536;
+    let found = (64..size)
+        .step_by(64)
+        .filter(|block| {
+            // SAFETY: every address below the memory size is readable.
+            (0..64)
+                .all(|j| unsafe { ((block + j) as *const u8).read_volatile() } == pattern_byte(j))
+        })
+        .count();
+    serde_json::json!({ "bytes": size, "found": found })
+}
+
+/// Memory 0's size in pages, and growing it (`usize::MAX` on failure). The
+/// guest runs on wasm32 only; the other definitions let the workspace build.
+#[cfg(target_arch = "wasm32")]
+fn memory_pages() -> usize {
+    core::arch::wasm32::memory_size::<0>()
+}
+
+#[cfg(target_arch = "wasm32")]
+fn memory_grow(pages: usize) -> usize {
+    core::arch::wasm32::memory_grow::<0>(pages)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn memory_pages() -> usize {
+    0
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn memory_grow(_pages: usize) -> usize {
+    usize::MAX
+}
