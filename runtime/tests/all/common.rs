@@ -154,3 +154,23 @@ pub fn generous() -> LimitsOverride {
         ..LimitsOverride::default()
     }
 }
+
+/// Waits (up to 10 s) until `app`'s project log holds `count` lines reading
+/// `message`: its guests have reached that point.
+pub async fn wait_for_lines(runtime: &Runtime, app: &App, message: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = runtime
+            .logs(app.project())
+            .map(|l| l.read(0, 100))
+            .unwrap_or_default();
+        if log.iter().filter(|r| r.message == message).count() == count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never {count} × {message:?}: {log:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -2,6 +2,7 @@
 //! without harming the host or a well-behaved tenant served at the same time.
 
 use crate::common::*;
+use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -385,21 +386,7 @@ async fn a_tenant_cannot_take_more_than_its_concurrency() {
         .collect();
     // Both sleepers hold their slot until their deadline; wait until both
     // have started (each prints once it runs).
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let log = runtime
-            .logs(app.project())
-            .map(|l| l.read(0, 100))
-            .unwrap_or_default();
-        if log.iter().filter(|r| r.message == "sleeping").count() == 2 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the sleepers never started: {log:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for_lines(&runtime, &app, "sleeping", 2).await;
     let refused = error(get(&app, "/ok").await);
     assert!(matches!(refused, DispatchError::Capacity), "{refused:?}");
     assert_eq!(refused.status().as_u16(), 503);
@@ -573,4 +560,182 @@ fn a_canary_tenant_is_served_while_hostile_guests_run() {
         assert!(served >= 20, "only {served} canary requests in {elapsed:?}");
         eprintln!("canary: {served} requests served in {elapsed:?} beside the hostile guests");
     });
+}
+
+/// Clients that go away at any point — during instantiation, guest compute,
+/// a host call (a clock wait, kv writes, a database write) or mid-body —
+/// thousands of times, 16 at once. Afterwards every pool slot and file
+/// descriptor is back, the database's writer is free, no stored row is
+/// half-written, and nothing that finished was an internal error.
+#[tokio::test]
+async fn thousands_of_cancelled_requests_leak_nothing() {
+    use switchyard_runtime::db::migrate::Removals;
+    use switchyard_runtime::db::schema::{Schema, Table};
+
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(dir.path());
+    let app = hostile(&runtime, "cancelled", generous()).await;
+    #[derive(serde::Deserialize)]
+    struct Manifest {
+        tables: Vec<Table>,
+    }
+    let manifest = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/todo-api/switchyard.toml"
+    );
+    let manifest: Manifest = toml::from_str(&std::fs::read_to_string(manifest).unwrap()).unwrap();
+    let schema = Arc::new(Schema::new(manifest.tables).unwrap());
+    let project = switchyard_runtime::ProjectId::new("todos").unwrap();
+    runtime
+        .db()
+        .migrate(&project, &schema, Removals::Refuse)
+        .await
+        .unwrap();
+    let component = runtime
+        .compile(&artifacts::read(artifacts::TODO_API))
+        .await
+        .unwrap();
+    let todos = runtime
+        .app(&switchyard_runtime::AppSpec {
+            schema,
+            ..spec("todos", component)
+        })
+        .await
+        .unwrap();
+    let insert = || {
+        request(
+            "POST",
+            "/api/todos",
+            Bytes::from_static(br#"{"title":"storm"}"#),
+        )
+    };
+
+    // Every slot of the pool (64 in these tests) busy at once, all served.
+    let fill_the_pool = || async {
+        let sleepers = (0..64).map(|_| get(&app, "/sleep?ms=200"));
+        futures::future::join_all(sleepers)
+            .await
+            .into_iter()
+            .all(|reply| reply.is_ok_and(|r| r.status == 200))
+    };
+    let open_fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    assert!(fill_the_pool().await);
+    send(&todos, insert()).await.unwrap();
+    let fds_before = open_fds();
+
+    let routes = [
+        "/spin",
+        "/sleep?ms=50",
+        "/kv-spam",
+        "/huge-body?mb=2",
+        "/ok",
+        "/body-hoard?bodies=8",
+    ];
+    let mut finished = 0;
+    const BATCHES: u64 = 125;
+    for batch in 0..BATCHES {
+        let requests = (0..16u64).map(|i| {
+            let n = batch * 16 + i;
+            // Cut after 0 µs to 4 ms: before, during and after instantiation.
+            let cut = Duration::from_micros((n * 257) % 4000);
+            let (app, todos) = (app.clone(), todos.clone());
+            let route = routes[(n % 7) as usize % routes.len()];
+            async move {
+                if n % 7 == 6 {
+                    tokio::time::timeout(cut, send(&todos, insert())).await
+                } else {
+                    tokio::time::timeout(cut, get(&app, route)).await
+                }
+            }
+        });
+        for result in futures::future::join_all(requests)
+            .await
+            .into_iter()
+            .flatten()
+        {
+            finished += 1;
+            if let Err(e) = &result {
+                assert_ne!(e.code(), "INTERNAL", "{e:?}");
+            }
+        }
+    }
+    eprintln!(
+        "{} requests cut short at varied points; {finished} finished first",
+        BATCHES * 16
+    );
+
+    // A guest still streaming its body when its client left runs on a
+    // task of its own, aborted then: its slot comes back when the scheduler
+    // next runs that task, which a yield lets it do.
+    tokio::task::yield_now().await;
+    assert!(fill_the_pool().await, "pool slots leaked");
+    let (inserted, took) = timed(send(&todos, insert())).await;
+    assert_eq!(inserted.unwrap().status, 201);
+    assert!(
+        took < Duration::from_secs(2),
+        "the writer was held: {took:?}"
+    );
+    let listed = send(&todos, request("GET", "/api/todos", Bytes::new()))
+        .await
+        .unwrap()
+        .json();
+    let rows = listed.as_array().expect("a list of todos");
+    assert!(rows.len() >= 2, "{listed}");
+    for row in rows {
+        assert_eq!(row["title"], "storm", "a half-written row: {row}");
+    }
+    let fds_after = open_fds();
+    assert!(
+        fds_after <= fds_before + 2,
+        "file descriptors leaked: {fds_before} before, {fds_after} after"
+    );
+}
+
+/// Tenant A holds as much of the node as it may — its whole concurrency,
+/// each request at its memory cap — and asks for more: A gets `CAPACITY`,
+/// tenant B still gets a slot and is served, and nothing is killed.
+#[tokio::test]
+async fn a_tenant_at_its_memory_cap_times_its_concurrency_leaves_room_for_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.pool.total_component_instances = 6;
+    let runtime = runtime_with(config, dir.path());
+    let greedy = LimitsOverride {
+        concurrency: Some(4),
+        memory_bytes: Some(64 << 20),
+        wall_clock_ms: Some(5000),
+        ..generous()
+    };
+    let a = hostile(&runtime, "greedy", greedy).await;
+    let b = deploy(
+        &runtime,
+        &artifacts::read(artifacts::HELLO),
+        "neighbour",
+        LimitsOverride::default(),
+    )
+    .await;
+    // Each of A's requests grows its memory by 56 MiB (to about 60 MiB of
+    // its 64 MiB), touches every page, and holds it.
+    let holders: Vec<_> = (0..4)
+        .map(|_| {
+            let a = a.clone();
+            tokio::spawn(async move { get(&a, "/fill?mb=56&sleep=1500").await.map(|r| r.text()) })
+        })
+        .collect();
+    wait_for_lines(&runtime, &a, "filled, sleeping", 4).await;
+    // Past its concurrency: refused before it takes a slot or memory.
+    let refused = error(get(&a, "/fill?mb=56").await);
+    assert!(matches!(refused, DispatchError::Capacity), "{refused:?}");
+    assert_eq!(refused.status().as_u16(), 503);
+    // B instantiates in one of the slots A may not take.
+    for _ in 0..5 {
+        let reply = get(&b, "/").await.expect("the neighbour is served");
+        assert_eq!(reply.text(), "Hello from Switchyard!\n");
+    }
+    for holder in holders {
+        assert_eq!(
+            holder.await.unwrap().unwrap(),
+            format!("filled {} bytes", 56 << 20)
+        );
+    }
 }

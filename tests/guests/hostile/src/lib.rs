@@ -25,7 +25,7 @@
 //! | `/body-hoard?bodies=N` | creates N responses it never sends and fills their bodies as far as the host buffers; returns the bytes the host accepted |
 //! | `/random?bytes=N` | asks the host for N random bytes at once |
 //! | `/exit` | calls `exit(3)` |
-//! | `/fill?mb=N` | grows its memory by N MiB and fills the new pages with a pattern no constant of this guest holds |
+//! | `/fill?mb=N[&sleep=MS]` | grows its memory by N MiB and fills the new pages with a pattern no constant of this guest holds (then prints `filled, sleeping` and blocks in the host for MS ms) |
 //! | `/scan?mb=N[&fill]` | grows its memory by N MiB (with `fill`, fills it first) and counts the 64-byte blocks of its whole memory that hold the pattern |
 
 use std::hint::black_box;
@@ -90,6 +90,10 @@ fn route(req: &Request, path: &str) -> Response {
                 fill(grown);
             }
             if path == "/fill" {
+                if let Some(ms) = req.query_param("sleep").and_then(|v| v.parse().ok()) {
+                    println!("filled, sleeping");
+                    std::thread::sleep(std::time::Duration::from_millis(ms));
+                }
                 Response::text(format!("filled {len} bytes"))
             } else {
                 Response::json(&scan())
