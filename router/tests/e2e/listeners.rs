@@ -316,6 +316,101 @@ async fn slow_headers_time_out_and_the_connection_cap_holds() {
     assert_eq!(&response, b"HTTP/1.1 200");
 }
 
+/// Scheduling slack on a loaded two-core machine, for timing assertions.
+const SLACK: Duration = Duration::from_millis(600);
+
+/// Reads from `stream` until the server closes it, and checks that came
+/// 500 ms (the test's header read timeout) after `since`.
+async fn closed_at_header_timeout(stream: &mut TcpStream, since: Instant, what: &str) {
+    let mut sink = Vec::new();
+    // Closed either way: with a FIN (Ok) or a reset (Err).
+    let _closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut sink))
+        .await
+        .unwrap_or_else(|_| panic!("{what} stayed open"));
+    let waited = since.elapsed();
+    eprintln!("{what} closed after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(450) && waited < Duration::from_millis(500) + SLACK,
+        "{what}: {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn idle_connections_stalled_handshakes_and_slow_bodies_are_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, default_pem, default_key) = certificate("fallback.example.net");
+    let cert = dir.path().join("default.pem");
+    let key = dir.path().join("default.key");
+    std::fs::write(&cert, default_pem).unwrap();
+    std::fs::write(&key, default_key).unwrap();
+    let mut config = config(&dir.path().join("data"));
+    config.listen.public_tls = Some("127.0.0.1:0".parse().unwrap());
+    config.tls.default = Some(switchyard::config::CertFiles {
+        cert,
+        key,
+        hostnames: Vec::new(),
+    });
+    config.http.header_read_timeout_ms = 500;
+    config.http.idle_timeout_ms = 800;
+    config.runtime.limits.wall_clock_ms = 700;
+    let server = TestServer::start_with(config).await;
+    server.deploy_component("hello", artifacts::HELLO).await;
+    let tls = server.running.as_ref().unwrap().tls_addr.unwrap();
+
+    // A keep-alive connection left idle after a request is closed when the
+    // next request's headers do not start within the header read timeout.
+    let mut idle = TcpStream::connect(server.public).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nhost: hello.localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    idle.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    closed_at_header_timeout(&mut idle, Instant::now(), "an idle keep-alive connection").await;
+
+    // A TLS connection that never sends its ClientHello is closed at the
+    // header read timeout.
+    let started = Instant::now();
+    let mut stalled = TcpStream::connect(tls).await.unwrap();
+    closed_at_header_timeout(&mut stalled, started, "a stalled TLS handshake").await;
+
+    // A body trickled in a byte at a time: the guest reading it reaches its
+    // wall-clock deadline, the client gets 503 and the slot comes back.
+    let started = Instant::now();
+    let mut slow = TcpStream::connect(server.public).await.unwrap();
+    slow.write_all(
+        b"POST /echo HTTP/1.1\r\nhost: hello.localhost\r\ncontent-length: 100\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let trickle = async {
+        for _ in 0..100 {
+            if slow.write_all(b"x").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), trickle).await;
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut response)).await;
+    let response = String::from_utf8_lossy(&response);
+    assert_eq!(
+        status_line(&response),
+        "HTTP/1.1 503 Service Unavailable",
+        "{response}"
+    );
+    assert!(response.contains("GUEST_TIMEOUT"), "{response}");
+    eprintln!(
+        "slow body answered and closed after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        server.get("hello.localhost", "/").await.status,
+        StatusCode::OK
+    );
+}
+
 #[tokio::test]
 async fn graceful_shutdown_finishes_in_flight_requests_and_refuses_new_ones() {
     let mut server = TestServer::start().await;
