@@ -76,7 +76,7 @@ fn send(response: Response, response_out: ResponseOutparam) {
 const SMALL_WRITE: usize = 4096;
 
 /// Writes `bytes` to the body stream as fast as the host accepts them.
-fn write_all(body: &OutgoingBody, mut bytes: &[u8]) -> Result<(), ()> {
+pub(crate) fn write_all(body: &OutgoingBody, mut bytes: &[u8]) -> Result<(), ()> {
     let stream = body.write()?;
     if bytes.len() <= SMALL_WRITE {
         // The common case: one host call.

@@ -12,7 +12,8 @@
 //!   compare-and-swap, with Rust types and a typed [`kv::Error`];
 //! - [`db`]: the project's tables through a typed query builder
 //!   (`db::from("todos").select(["id"]).eq("done", false).fetch()`), rows
-//!   deserialised with serde, batches in one transaction.
+//!   deserialised with serde, batches in one transaction;
+//! - [`outbound`]: HTTP requests to the origins `switchyard.toml` allows.
 //!
 //! Every request runs in a fresh instance of your component, so globals do
 //! not survive between requests: keep state in [`kv`] or [`db`].
@@ -67,6 +68,7 @@ mod bindings {
 pub mod db;
 mod handler;
 pub mod kv;
+pub mod outbound;
 mod percent;
 mod request;
 mod response;

@@ -47,6 +47,10 @@ pub struct BuildManifest {
     /// deploy.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tables: Vec<Table>,
+    /// The origins the guest may send HTTP requests to (`[egress] allow`),
+    /// as written and validated at deploy.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<String>,
 }
 
 impl BuildManifest {

@@ -119,6 +119,10 @@ pub struct HttpConfig {
     /// Largest header section of a request, in bytes; larger gets 431.
     /// Default 16 KiB.
     pub max_header_bytes: usize,
+    /// Longest request target (path and query, or an absolute URI), in
+    /// bytes; longer gets 414. A target too long to fit
+    /// `max_header_bytes` gets 431 before it can be measured. Default 8192.
+    pub max_uri_bytes: usize,
     /// Ceiling on every app's `request_body_bytes` (a sandbox limit, 5 MB by
     /// default): no project may accept larger request bodies; larger gets
     /// 413. Default 10 MB.
@@ -140,6 +144,7 @@ impl Default for HttpConfig {
             idle_timeout_ms: 60_000,
             max_headers: 100,
             max_header_bytes: 16 * 1024,
+            max_uri_bytes: 8192,
             max_body_bytes: 10_000_000,
             max_connections: 10_000,
             h2_max_concurrent_streams: 200,
@@ -473,6 +478,9 @@ impl Config {
         }
         if self.http.max_header_bytes < 8192 {
             return invalid("http.max_header_bytes must be at least 8192".into());
+        }
+        if self.http.max_uri_bytes < 256 {
+            return invalid("http.max_uri_bytes must be at least 256".into());
         }
         if self.deploy.max_component_bytes > self.runtime.max_component_bytes {
             return invalid(format!(

@@ -94,8 +94,10 @@ pub async fn handle(node: &Node, request: Request<Incoming>, conn: &ConnInfo) ->
         build = tracing::field::Empty,
     );
     let unsure_framing = ambiguous_framing(&request);
+    let max_uri = node.config.http.max_uri_bytes;
     let served = match unsure_framing {
         Some(reason) => Err(ApiError::BadRequest(reason.into())),
+        None if target_len(request.uri()) > max_uri => Err(ApiError::UriTooLong(max_uri)),
         None => {
             route_and_serve(node, request, conn, &request_id, &mut seen)
                 .instrument(span.clone())
@@ -303,6 +305,14 @@ fn ambiguous_framing<B>(request: &Request<B>) -> Option<&'static str> {
         return Some("the only Transfer-Encoding accepted is a single `chunked`");
     }
     None
+}
+
+/// The length of the request target as the client sent it (for HTTP/2,
+/// `:path` plus the authority).
+fn target_len(uri: &http::Uri) -> usize {
+    let authority = uri.authority().map_or(0, |a| a.as_str().len());
+    let path = uri.path_and_query().map_or(0, |p| p.as_str().len());
+    authority + path
 }
 
 /// The request's host, normalised. One `Host`; an authority in the URI

@@ -95,6 +95,9 @@ pub enum ApiError {
     /// A request body over a limit.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A request target longer than `http.max_uri_bytes`.
+    #[error("the request target is longer than {0} bytes")]
+    UriTooLong(usize),
     /// The sandbox refused or failed the request.
     #[error(transparent)]
     Dispatch(#[from] DispatchError),
@@ -135,6 +138,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "RATE_LIMITED",
             ApiError::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
             ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
+            ApiError::UriTooLong(_) => "URI_TOO_LONG",
             ApiError::Dispatch(e) => e.code(),
             ApiError::Load(e) => e.code(),
             ApiError::Unavailable(_) => "UNAVAILABLE",
@@ -161,6 +165,7 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             ApiError::Db { error, .. } => match error {
                 DbError::Query(_) => StatusCode::BAD_REQUEST,
                 DbError::ConstraintViolation(_) => StatusCode::CONFLICT,

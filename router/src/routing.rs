@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use switchyard_runtime::db::schema::Schema;
-use switchyard_runtime::{AppSpec, Limits, ProjectId};
+use switchyard_runtime::{AppSpec, EgressAllowlist, Limits, ProjectId};
 
 /// How long a hostname that routes nowhere is remembered.
 const MISS_TTL: Duration = Duration::from_secs(5);
@@ -92,6 +92,10 @@ impl LiveBuild {
             Schema::new(record.manifest.tables.clone())
                 .map_err(|e| corrupt(format!("invalid tables: {e}")))?,
         );
+        let egress = Arc::new(
+            EgressAllowlist::parse(&record.manifest.egress)
+                .map_err(|e| corrupt(format!("an invalid egress rule: {e}")))?,
+        );
         let spec = record.component.clone().map(|component| {
             // The manifest's variables, overridden by the project's.
             let mut env = record.manifest.env.clone();
@@ -108,6 +112,7 @@ impl LiveBuild {
                 env: env.into_iter().collect(),
                 limits: limits.tightened_by(&record.manifest.limits).to_override(),
                 schema: schema.clone(),
+                egress,
             }
         });
         Ok(LiveBuild {

@@ -67,6 +67,7 @@ fn sandbox(c: &mut Criterion) {
                 env: Vec::new(),
                 limits: LimitsOverride::default(),
                 schema: Default::default(),
+                egress: Default::default(),
             };
             runtime.app(&spec).await.expect("loads")
         });
@@ -116,6 +117,7 @@ fn gateway_db(c: &mut Criterion) {
             env: Vec::new(),
             limits: LimitsOverride::default(),
             schema: schema.clone(),
+            egress: Default::default(),
         };
         runtime.app(&spec).await.expect("loads")
     });

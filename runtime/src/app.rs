@@ -1,6 +1,7 @@
 //! One build of one project, ready to serve requests.
 
 use crate::db::schema::Schema;
+use crate::egress::EgressAllowlist;
 use crate::ids::{BuildId, ComponentId, ProjectId};
 use crate::limits::{Limits, LimitsOverride};
 use crate::state::{RequestState, TenantCtx};
@@ -28,6 +29,9 @@ pub struct AppSpec {
     /// The tables the build declares: its db queries are checked against
     /// them. Empty for a build without tables.
     pub schema: Arc<Schema>,
+    /// The origins the build's guest may send HTTP requests to; empty (the
+    /// default) refuses every outgoing request.
+    pub egress: Arc<EgressAllowlist>,
 }
 
 /// A deployed build: its pre-instantiated component and everything its
@@ -96,6 +100,7 @@ mod tests {
                 .collect(),
             limits: LimitsOverride::default(),
             schema: Default::default(),
+            egress: Default::default(),
         }
     }
 

@@ -1,5 +1,6 @@
 //! Process-wide sandbox settings, fixed when the [`crate::Runtime`] starts.
 
+use crate::egress::EgressConfig;
 use crate::limits::Limits;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -33,6 +34,8 @@ pub struct RuntimeConfig {
     pub pool: PoolConfig,
     /// Capture of guests' stdout and stderr.
     pub logs: LogConfig,
+    /// Guests' outgoing HTTP requests.
+    pub egress: EgressConfig,
 }
 
 impl Default for RuntimeConfig {
@@ -46,6 +49,7 @@ impl Default for RuntimeConfig {
             limits: Limits::default(),
             pool: PoolConfig::default(),
             logs: LogConfig::default(),
+            egress: EgressConfig::default(),
         }
     }
 }

@@ -44,6 +44,7 @@
 //!         env: vec![("GREETING".into(), "hi".into())],
 //!         limits: Default::default(),
 //!         schema: Default::default(),
+//!         egress: Default::default(),
 //!     })
 //!     .await?;
 //!
@@ -71,6 +72,7 @@ mod body;
 mod config;
 pub mod db;
 mod dispatch;
+mod egress;
 mod engine;
 mod error;
 mod host;
@@ -85,6 +87,7 @@ pub use app::{App, AppSpec};
 pub use body::ResponseBody;
 pub use config::{LogConfig, PoolConfig, RuntimeConfig};
 pub use dispatch::{MAX_RESPONSE_HEADERS, RequestContext};
+pub use egress::{EgressAllowlist, EgressConfig, EgressRuleError, IpRange, MAX_EGRESS_RULES};
 pub use error::{DispatchError, LoadError, StartError, error_response};
 pub use ids::{BuildId, ComponentId, InvalidId, ProjectId};
 pub use limits::{Limits, LimitsError, LimitsOverride};

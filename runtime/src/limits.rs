@@ -176,6 +176,10 @@ limits! {
     /// length, other values 8 bytes each): results are copied into the
     /// guest's memory. Default 4 MiB.
     db_result_bytes: u64 = 4 * MIB, range KIB => fixed(1024 * MIB);
+    /// Outgoing HTTP requests one request may make, refused ones included
+    /// (only origins in the build's egress allowlist are ever reached).
+    /// Default 16.
+    subrequests: u32 = 16, range 0 => fixed(1000);
 }
 
 /// A limit set outside its allowed range.

@@ -6,6 +6,7 @@ use crate::artifacts::ArtifactCache;
 use crate::backend::Backends;
 use crate::backend::db::DbBackend;
 use crate::config::RuntimeConfig;
+use crate::egress::Egress;
 use crate::engine::{EpochTicker, build_engine};
 use crate::error::{LoadError, StartError};
 use crate::ids::{BuildId, ComponentId, ProjectId};
@@ -40,6 +41,7 @@ pub struct Runtime {
     logs: Arc<LogRegistry>,
     config: RuntimeConfig,
     ticker: Arc<EpochTicker>,
+    egress: Arc<Egress>,
 }
 
 impl Runtime {
@@ -58,7 +60,9 @@ impl Runtime {
         let ticker = Arc::new(EpochTicker::start(engine.clone(), config.epoch_tick())?);
         let linker = link(&engine).map_err(|e| StartError::Engine(format!("{e:#}")))?;
         let artifacts = Arc::new(ArtifactCache::open(&config.artifact_dir, &engine)?);
+        let egress = Arc::new(Egress::new(&config.egress)?);
         Ok(Runtime {
+            egress,
             components: moka::future::Cache::new(config.app_cache_capacity),
             apps: moka::future::Cache::builder()
                 .max_capacity(config.app_cache_capacity)
@@ -191,6 +195,8 @@ impl Runtime {
             kv_timeout: self.config.kv_timeout(),
             db: self.backends.db.clone(),
             schema: spec.schema.clone(),
+            egress_allowlist: spec.egress.clone(),
+            egress: self.egress.clone(),
             logs: self.logs.clone(),
             _ticker: self.ticker.clone(),
         };

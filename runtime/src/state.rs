@@ -7,6 +7,7 @@
 use crate::backend::db::DbBackend;
 use crate::backend::kv::KvBackend;
 use crate::db::schema::Schema;
+use crate::egress::{Egress, EgressAllowlist, OutboundPolicy};
 use crate::engine::EpochTicker;
 use crate::host::db::DbView;
 use crate::host::kv::KvView;
@@ -18,16 +19,11 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Most random bytes one `get-random-bytes` call may ask for: the host fills
 /// them synchronously, outside the fuel budget.
 const MAX_RANDOM_BYTES: u64 = 64 * 1024;
-
-/// Largest write into an outgoing body, and the only chunk buffered behind
-/// it. Bodies nobody reads (a response never sent, a request that is denied)
-/// hold at most this much each, instead of wasmtime-wasi-http's 2 MiB.
-const BODY_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Everything about a deployed app that its requests share.
 pub(crate) struct TenantCtx {
@@ -41,6 +37,9 @@ pub(crate) struct TenantCtx {
     pub(crate) db: Arc<dyn DbBackend>,
     /// The build's declared tables: what its db queries are checked against.
     pub(crate) schema: Arc<Schema>,
+    /// The origins its guest may send requests to.
+    pub(crate) egress_allowlist: Arc<EgressAllowlist>,
+    pub(crate) egress: Arc<Egress>,
     pub(crate) logs: Arc<LogRegistry>,
     /// One permit per running request: `limits.concurrency` of them.
     pub(crate) slots: Arc<Semaphore>,
@@ -76,6 +75,8 @@ impl TenantCtx {
             kv_timeout: Duration::from_secs(2),
             db: Arc::new(db),
             schema: Arc::new(Schema::default()),
+            egress_allowlist: Arc::default(),
+            egress: Arc::new(Egress::new(&Default::default()).expect("egress defaults are valid")),
             _ticker: Arc::new(ticker),
         }
     }
@@ -84,7 +85,7 @@ impl TenantCtx {
 /// A build's metric handles, registered once when it is loaded: looking a
 /// labelled metric up in the recorder costs more than the update itself.
 pub(crate) struct GuestMetrics {
-    project: String,
+    pub(crate) project: Arc<str>,
     pub(crate) instantiate: metrics::Histogram,
     pub(crate) fuel_used: metrics::Counter,
     runs_ok: metrics::Counter,
@@ -92,11 +93,11 @@ pub(crate) struct GuestMetrics {
 
 impl GuestMetrics {
     pub(crate) fn new(project: &ProjectId) -> Self {
-        let project = project.to_string();
+        let project: Arc<str> = project.to_string().into();
         GuestMetrics {
             instantiate: metrics::histogram!("switchyard_instantiate_seconds"),
-            fuel_used: metrics::counter!("switchyard_fuel_used_total", "project" => project.clone()),
-            runs_ok: metrics::counter!("switchyard_guest_runs_total", "project" => project.clone(), "result" => "ok"),
+            fuel_used: metrics::counter!("switchyard_fuel_used_total", "project" => project.to_string()),
+            runs_ok: metrics::counter!("switchyard_guest_runs_total", "project" => project.to_string(), "result" => "ok"),
             project,
         }
     }
@@ -107,7 +108,7 @@ impl GuestMetrics {
             Ok(()) => self.runs_ok.increment(1),
             Err(code) => metrics::counter!(
                 "switchyard_guest_runs_total",
-                "project" => self.project.clone(),
+                "project" => self.project.to_string(),
                 "result" => code
             )
             .increment(1),
@@ -157,7 +158,13 @@ impl RequestState {
 
         RequestState {
             limiter: GuestLimiter::new(limits),
-            outbound: OutboundPolicy { log: log.clone() },
+            outbound: OutboundPolicy {
+                egress: tenant.egress.clone(),
+                allowlist: tenant.egress_allowlist.clone(),
+                log: log.clone(),
+                project: tenant.metrics.project.clone(),
+                remaining: limits.subrequests,
+            },
             table,
             wasi,
             http,
@@ -199,41 +206,5 @@ impl WasiHttpView for RequestState {
             table: &mut self.table,
             hooks: &mut self.outbound,
         }
-    }
-}
-
-/// What a guest's outgoing HTTP requests meet: for now, a refusal with an
-/// error value (`HTTP-request-denied`) and a line in the project's log.
-struct OutboundPolicy {
-    log: Arc<RequestLog>,
-}
-
-impl WasiHttpHooks for OutboundPolicy {
-    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
-        1
-    }
-
-    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
-        BODY_CHUNK_BYTES
-    }
-
-    fn send_request(
-        &mut self,
-        request: http::Request<WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _io_result: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = wasmtime_wasi_http::Result<(
-                    http::Response<WasiBody>,
-                    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                )>,
-            > + Send,
-    > {
-        let target: String = request.uri().to_string().chars().take(200).collect();
-        self.log.host(format!(
-            "outgoing request to {target} refused: outgoing HTTP is not enabled for this project"
-        ));
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }

@@ -28,6 +28,9 @@
 //!
 //! allow_destructive_migrations = false  # true: a deploy may drop tables and columns
 //!
+//! [egress]                          # outgoing HTTP; without it the guest reaches nothing
+//! allow = ["https://api.example.com", "https://*.stripe.com"]
+//!
 //! [[tables]]                        # the gateway database (see `switchyard_runtime::db::schema`)
 //! name = "todos"
 //! columns = [
@@ -41,8 +44,8 @@ use crate::error::ApiError;
 use http::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use switchyard_runtime::LimitsOverride;
 use switchyard_runtime::db::schema::{Schema, Table};
+use switchyard_runtime::{EgressAllowlist, LimitsOverride};
 
 /// Largest manifest accepted, in bytes.
 pub const MAX_MANIFEST_BYTES: usize = 64 * 1024;
@@ -98,6 +101,16 @@ pub struct AppManifest {
     pub allow_destructive_migrations: bool,
     /// The gateway database's tables.
     pub tables: Vec<Table>,
+    /// Outgoing HTTP the guest may make.
+    pub egress: EgressSection,
+}
+
+/// `[egress]`: where the guest may send HTTP requests. Without it, nowhere.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EgressSection {
+    /// Origins, `scheme://host[:port]`; `*.example.com` covers subdomains.
+    pub allow: Vec<String>,
 }
 
 /// How `switchyard build` produces the bundle. Ignored by the server.
@@ -138,6 +151,10 @@ impl AppManifest {
 
     fn validate(&self) -> Result<(), ApiError> {
         self.schema()?;
+        EgressAllowlist::parse(&self.egress.allow).map_err(|e| ApiError::Invalid {
+            code: "INVALID_EGRESS_RULE",
+            message: e.to_string(),
+        })?;
         if self.env.len() > MAX_ENV_VARS {
             return Err(invalid(format!("at most {MAX_ENV_VARS} env variables")));
         }

@@ -237,6 +237,7 @@ impl Deployer {
                 env: manifest.env,
                 limits: manifest.limits,
                 tables: manifest.tables,
+                egress: manifest.egress.allow,
             },
         };
         self.store.commit_build(&record, &lease.holder).await?;

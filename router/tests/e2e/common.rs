@@ -59,6 +59,19 @@ impl TestServer {
         }
     }
 
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let request = Request::get(format!("http://{}/metrics", self.admin))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        send(request).await.text()
+    }
+
+    /// Keeps `dir` (the server's data directory) until the server is dropped.
+    pub fn keep(&mut self, dir: tempfile::TempDir) {
+        self._dir = Some(dir);
+    }
+
     /// Stops the server (gracefully) and waits for it.
     pub async fn stop(&mut self) {
         if let Some(running) = self.running.take() {

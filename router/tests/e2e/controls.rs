@@ -443,13 +443,7 @@ async fn logs_can_be_read_and_followed_and_metrics_count_requests() {
             .contains("reading the body")
     );
 
-    let metrics = send(
-        Request::get(format!("http://{}/metrics", server.admin))
-            .body(http_body_util::Full::new(bytes::Bytes::new()))
-            .unwrap(),
-    )
-    .await
-    .text();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("switchyard_requests_total{project=\"noisy\",class=\"2xx\"}"),
         "{metrics}"
@@ -468,4 +462,84 @@ async fn logs_can_be_read_and_followed_and_metrics_count_requests() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
     assert!(bytes_out > 0, "{metrics}");
+}
+
+/// `[egress] allow` in switchyard.toml reaches the guest: an allowlisted
+/// upstream on loopback (a range this operator allowed) answers, anything
+/// else is refused, every attempt is metered; a bad rule refuses the deploy.
+#[tokio::test]
+async fn egress_follows_the_manifest_allowlist_and_is_metered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = upstream.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = upstream.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = conn
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nupstream")
+                    .await;
+            });
+        }
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.runtime.egress.allow_ranges = vec!["127.0.0.0/8".parse().unwrap()];
+    let server = TestServer::start_with(config).await;
+
+    let (status, body) = server
+        .deploy(
+            "caller",
+            component_bundle(
+                artifacts::HOSTILE,
+                "[egress]\nallow = [\"http://*.example.com\", \"ftp://x\"]\n",
+            ),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_EGRESS_RULE")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ftp://x")
+    );
+
+    let manifest = format!("[egress]\nallow = [\"http://127.0.0.1:{port}\"]\n");
+    let (status, body) = server
+        .deploy("caller", component_bundle(artifacts::HOSTILE, &manifest))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let allowed = format!("http%3A//127.0.0.1%3A{port}/x");
+    let results = server
+        .get("caller.localhost", &format!("/fetch?url={allowed}"))
+        .await
+        .json();
+    assert_eq!(results[0]["status"], 200, "{results}");
+    assert_eq!(results[0]["body"], "upstream");
+    let results = server
+        .get("caller.localhost", "/fetch?url=http%3A//example.com/")
+        .await
+        .json();
+    assert_eq!(results[0]["error"], "Denied", "{results}");
+
+    let metrics = server.metrics().await;
+    for result in ["sent", "denied"] {
+        let line =
+            format!("switchyard_egress_requests_total{{project=\"caller\",result=\"{result}\"}} 1");
+        assert!(metrics.contains(&line), "{line} missing:\n{metrics}");
+    }
 }

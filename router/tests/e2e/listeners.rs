@@ -71,7 +71,7 @@ async fn h2c_by_prior_knowledge_and_the_authority_rules() {
 }
 
 #[tokio::test]
-async fn header_and_body_limits_answer_431_400_and_413() {
+async fn header_uri_and_body_limits_answer_431_414_400_and_413() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
     config.http.max_body_bytes = 8192;
@@ -100,6 +100,28 @@ async fn header_and_body_limits_answer_431_400_and_413() {
         status_line(&response),
         "HTTP/1.1 431 Request Header Fields Too Large",
         "too large a header"
+    );
+    // A request target over `http.max_uri_bytes` (8192): 414, before routing;
+    // one too long for the header buffer: 431 before it can be measured.
+    let long = "a".repeat(9_000);
+    let response = raw(
+        public,
+        format!("GET /{long} HTTP/1.1\r\nhost: hello.localhost\r\nconnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!(status_line(&response), "HTTP/1.1 414 URI Too Long");
+    assert!(response.contains("\"URI_TOO_LONG\""));
+    let longer = "a".repeat(20_000);
+    let response = raw(
+        public,
+        format!("GET /{longer} HTTP/1.1\r\nhost: hello.localhost\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        status_line(&response),
+        "HTTP/1.1 431 Request Header Fields Too Large",
+        "a target longer than the header buffer"
     );
 
     let response = raw(

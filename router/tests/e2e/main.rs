@@ -15,5 +15,6 @@ mod crash;
 mod database;
 mod deploys;
 mod gateway;
+mod h2_abuse;
 mod listeners;
 mod process;

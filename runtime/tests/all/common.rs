@@ -53,6 +53,7 @@ pub fn spec(project: &str, component: switchyard_runtime::ComponentId) -> AppSpe
         env: Vec::new(),
         limits: LimitsOverride::default(),
         schema: Default::default(),
+        egress: Default::default(),
     }
 }
 

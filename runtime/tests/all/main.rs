@@ -7,6 +7,7 @@
 )]
 
 mod common;
+mod egress;
 mod examples;
 mod hostile;
 mod isolation;

@@ -26,6 +26,7 @@
 //! | `/random?bytes=N` | asks the host for N random bytes at once |
 //! | `/exit` | calls `exit(3)` |
 //! | `/fill?mb=N[&sleep=MS]` | grows its memory by N MiB and fills the new pages with a pattern no constant of this guest holds (then prints `filled, sleeping` and blocks in the host for MS ms) |
+//! | `/fetch?url=U[&n=N][&host=H][&timeout=MS]` | sends N (default 1) outgoing GETs to U with the SDK, first trying to set `Host: H`; returns each outcome as JSON |
 //! | `/scan?mb=N[&fill]` | grows its memory by N MiB (with `fill`, fills it first) and counts the 64-byte blocks of its whole memory that hold the pattern |
 
 use std::hint::black_box;
@@ -114,6 +115,7 @@ fn route(req: &Request, path: &str) -> Response {
         "/kv-spam" => kv_spam(),
         "/kv" => raw_kv(req),
         "/escape" => escape(),
+        "/fetch" => fetch(req),
         "/env" => Response::json(&std::env::vars().collect::<std::collections::BTreeMap<_, _>>()),
         "/sleep" => {
             let ms = req
@@ -298,6 +300,43 @@ fn escape() -> Response {
         "dns": dns,
         "http": outgoing_http(),
     }))
+}
+
+fn fetch(req: &Request) -> Response {
+    use switchyard_sdk::outbound;
+
+    let url = req.query_param("url").unwrap_or_default();
+    let n: u32 = req
+        .query_param("n")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    let mut results = Vec::new();
+    for _ in 0..n {
+        let mut request = outbound::Request::get(url.as_str());
+        if let Some(ms) = req.query_param("timeout").and_then(|ms| ms.parse().ok()) {
+            request = request.timeout_ms(ms);
+        }
+        let mut host_header = None;
+        if let Some(host) = req.query_param("host") {
+            // The host refuses a guest-set Host; the attempt is reported
+            // and the request sent without it.
+            let with_host = request.clone().header("host", host.as_str());
+            host_header = Some(match with_host.send() {
+                Err(outbound::Error::InvalidHeader(_)) => "refused".to_string(),
+                other => format!("accepted: {other:?}"),
+            });
+        }
+        results.push(match request.send() {
+            Ok(response) => serde_json::json!({
+                "status": response.status(),
+                "location": response.header("location"),
+                "body": response.text(),
+                "host_header": host_header,
+            }),
+            Err(e) => serde_json::json!({ "error": format!("{e:?}"), "host_header": host_header }),
+        });
+    }
+    Response::json(&results)
 }
 
 fn outgoing_http() -> String {
