@@ -61,7 +61,15 @@ pub struct BlobStore {
     /// For a local store: its root, so writes can be made durable (fsync),
     /// which object_store's local backend does not do.
     local_root: Option<PathBuf>,
+    /// Deadline of one request (with its retries), and of an asset
+    /// stream's first response: a store that hangs must not hold a client
+    /// or a deploy forever.
+    timeout: Duration,
 }
+
+/// Wraps the object store a node opens (for instrumentation, or to inject
+/// faults in tests): the store in, the store to use out.
+pub type ObjectStoreLayer = Arc<dyn Fn(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> + Send + Sync>;
 
 impl BlobStore {
     /// A store in a local directory (created if missing).
@@ -76,6 +84,7 @@ impl BlobStore {
             streams: store.clone(),
             store,
             local_root: Some(root),
+            timeout: OBJECT_TIMEOUT,
         })
     }
 
@@ -131,7 +140,37 @@ impl BlobStore {
             store: under_prefix(bucket),
             streams: under_prefix(streaming),
             local_root: None,
+            timeout: OBJECT_TIMEOUT,
         })
+    }
+
+    /// The same store with `timeout` as every request's deadline (default
+    /// 30 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The same store seen through `layer`.
+    pub fn layered(mut self, layer: &ObjectStoreLayer) -> Self {
+        self.store = layer(self.store);
+        self.streams = layer(self.streams);
+        self
+    }
+
+    /// Runs `op` under the request deadline.
+    async fn within<T>(
+        &self,
+        what: &str,
+        op: impl Future<Output = Result<T, object_store::Error>>,
+    ) -> Result<T, BlobError> {
+        match tokio::time::timeout(self.timeout, op).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(BlobError(format!(
+                "{what} took longer than {} ms",
+                self.timeout.as_millis()
+            ))),
+        }
     }
 
     fn blob_path(hash: &str) -> ObjectPath {
@@ -154,12 +193,11 @@ impl BlobStore {
 
     /// A component's bytes.
     pub async fn component(&self, id: &ComponentId) -> Result<Bytes, BlobError> {
-        Ok(self
-            .store
-            .get(&Self::component_path(id))
-            .await?
-            .bytes()
-            .await?)
+        let path = Self::component_path(id);
+        self.within("reading a component", async {
+            self.store.get(&path).await?.bytes().await
+        })
+        .await
     }
 
     /// An asset, whole or a byte range of it.
@@ -168,19 +206,26 @@ impl BlobStore {
             range: range.map(GetRange::Bounded),
             ..GetOptions::default()
         };
-        Ok(self
-            .streams
-            .get_opts(&Self::blob_path(hash), options)
-            .await?)
+        let path = Self::blob_path(hash);
+        self.within("reading an asset", self.streams.get_opts(&path, options))
+            .await
     }
 
     async fn put_once(&self, path: &ObjectPath, bytes: Bytes) -> Result<(), BlobError> {
-        match self.store.head(path).await {
-            Ok(_) => return Ok(()),
-            Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
+        let stored = self
+            .within("writing an object", async {
+                match self.store.head(path).await {
+                    Ok(_) => return Ok(true),
+                    Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+                self.store.put(path, PutPayload::from(bytes)).await?;
+                Ok(false)
+            })
+            .await?;
+        if stored {
+            return Ok(());
         }
-        self.store.put(path, PutPayload::from(bytes)).await?;
         self.make_durable(path).await
     }
 
@@ -229,10 +274,13 @@ impl BlobStore {
 
     /// Deletes an object (gone already is fine).
     pub async fn delete(&self, object: &StoredObject) -> Result<(), BlobError> {
-        match self.store.delete(&object.path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        self.within("deleting an object", async {
+            match self.store.delete(&object.path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .await
     }
 }
 

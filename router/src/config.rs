@@ -307,6 +307,9 @@ pub struct StorageConfig {
     /// When the shared rate limiter cannot reach Redis: refuse requests
     /// with 503 (`false`, the default) or admit them unlimited (`true`).
     pub rate_limits_fail_open: bool,
+    /// Deadline of one object store request (with its retries), and of the
+    /// first response of an asset read, in ms. Default 30000.
+    pub objects_timeout_ms: u64,
 }
 
 impl Default for StorageConfig {
@@ -319,6 +322,7 @@ impl Default for StorageConfig {
             rate_limits: None,
             redis_prefix: "switchyard".into(),
             redis_timeout_ms: 500,
+            objects_timeout_ms: 30_000,
             rate_limits_fail_open: false,
         }
     }

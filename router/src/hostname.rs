@@ -112,6 +112,14 @@ pub fn wildcard_for(host: &str) -> Option<String> {
     parent.contains('.').then(|| format!("*.{parent}"))
 }
 
+/// The project label `host` names under `base_domain`: `shop` for
+/// `shop.<base_domain>`, `None` for the base domain itself, deeper names and
+/// names elsewhere. Both are expected normalised.
+pub fn project_label<'h>(host: &'h str, base_domain: &str) -> Option<&'h str> {
+    let label = host.strip_suffix(base_domain)?.strip_suffix('.')?;
+    (!label.is_empty() && !label.contains('.')).then_some(label)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

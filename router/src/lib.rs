@@ -9,6 +9,7 @@ pub mod blobs;
 pub mod build;
 pub mod cli;
 pub mod config;
+pub mod crash_point;
 pub mod deploy;
 pub mod dispatch;
 pub mod error;

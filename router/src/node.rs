@@ -3,7 +3,7 @@
 
 use crate::assets::AssetServer;
 use crate::auth::{AdminTokenSource, Authenticator};
-use crate::blobs::BlobStore;
+use crate::blobs::{BlobStore, ObjectStoreLayer};
 use crate::config::Config;
 use crate::deploy::Deployer;
 use crate::error::ApiError;
@@ -75,10 +75,22 @@ pub struct Node {
     pub project_lifecycle: tokio::sync::Mutex<()>,
 }
 
+/// What an embedder may add to a node beyond its configuration.
+#[derive(Clone, Default)]
+pub struct NodeOptions {
+    /// Wraps the object store the configuration names.
+    pub object_store_layer: Option<ObjectStoreLayer>,
+}
+
 impl Node {
     /// Opens every part: data directory, admin token, control store, kv,
     /// sandbox, object storage; and cleans up after a crash.
     pub async fn open(config: Config) -> Result<Arc<Node>, NodeError> {
+        Self::open_with(config, NodeOptions::default()).await
+    }
+
+    /// [`Node::open`] with `options`.
+    pub async fn open_with(config: Config, options: NodeOptions) -> Result<Arc<Node>, NodeError> {
         let open = |what: &str, e: &dyn std::fmt::Display| NodeError::Open(format!("{what}: {e}"));
         create_private_dir(&config.data_dir).map_err(|e| open("data directory", &e))?;
         let (admin_token, admin_token_source) =
@@ -104,7 +116,10 @@ impl Node {
         runtime_config.max_component_bytes = config.deploy.max_component_bytes;
         let runtime =
             Arc::new(Runtime::new(runtime_config, backends).map_err(|e| open("sandbox", &e))?);
-        let blobs = plan.objects().map_err(|e| open("object store", &e))?;
+        let mut blobs = plan.objects().map_err(|e| open("object store", &e))?;
+        if let Some(layer) = &options.object_store_layer {
+            blobs = blobs.layered(layer);
+        }
         let deployer = Deployer::new(
             store.clone(),
             blobs.clone(),
@@ -218,10 +233,15 @@ impl Running {
 
 /// Opens the node, binds its listeners and starts serving.
 pub async fn start(config: Config) -> Result<Running, NodeError> {
+    start_with(config, NodeOptions::default()).await
+}
+
+/// [`start`] with `options`.
+pub async fn start_with(config: Config, options: NodeOptions) -> Result<Running, NodeError> {
     // Before anything registers a metric: handles taken earlier would
     // record nowhere.
     let _ = crate::metrics::handle();
-    let node = Node::open(config).await?;
+    let node = Node::open_with(config, options).await?;
     let config = &node.config;
     let bind_at = |addr: SocketAddr| async move {
         bind(addr)

@@ -211,10 +211,7 @@ impl RouteTable {
 
     /// The project `<label>.<base_domain>` names, if `host` has that form.
     pub fn project_label<'h>(&self, host: &'h str) -> Option<&'h str> {
-        let label = host
-            .strip_suffix(self.base_domain.as_str())?
-            .strip_suffix('.')?;
-        (!label.contains('.')).then_some(label)
+        crate::hostname::project_label(host, &self.base_domain)
     }
 
     /// The route for `host` (normalised), or `None` if it routes nowhere.

@@ -69,6 +69,7 @@ pub struct StoragePlan {
     pub rate_limits: LimitsPlace,
     redis_prefix: String,
     redis_timeout: Duration,
+    objects_timeout: Duration,
     fail_open: bool,
 }
 
@@ -119,6 +120,9 @@ impl StoragePlan {
         if storage.redis_timeout_ms == 0 {
             return Err("storage.redis_timeout_ms must be at least 1".into());
         }
+        if storage.objects_timeout_ms == 0 {
+            return Err("storage.objects_timeout_ms must be at least 1".into());
+        }
         Ok(StoragePlan {
             control,
             kv,
@@ -127,6 +131,7 @@ impl StoragePlan {
             rate_limits,
             redis_prefix: prefix.clone(),
             redis_timeout: Duration::from_millis(storage.redis_timeout_ms),
+            objects_timeout: Duration::from_millis(storage.objects_timeout_ms),
             fail_open: storage.rate_limits_fail_open,
         })
     }
@@ -230,6 +235,7 @@ impl StoragePlan {
             ObjectPlace::Directory(dir) => BlobStore::local(dir),
             ObjectPlace::S3(location) => BlobStore::s3(location),
         }
+        .map(|store| store.with_timeout(self.objects_timeout))
         .map_err(|e| e.to_string())
     }
 

@@ -16,7 +16,7 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 
@@ -99,18 +99,26 @@ pub fn extract(
     scratch: &Path,
     limits: &DeployConfig,
 ) -> Result<Extracted, ApiError> {
-    let mut file = std::fs::File::open(archive)
-        .map_err(|e| ApiError::Internal(format!("cannot open the upload: {e}")))?;
-    let mut magic = [0u8; 2];
-    let gzip = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
     let file = std::fs::File::open(archive)
         .map_err(|e| ApiError::Internal(format!("cannot open the upload: {e}")))?;
-    let reader: Box<dyn Read> = if gzip {
-        Box::new(flate2::read::GzDecoder::new(file))
+    read_bundle(std::io::BufReader::new(file), scratch, limits)
+}
+
+/// Reads and checks a bundle (a tar archive, gzip-compressed or not) from
+/// `reader`, copying assets into `scratch`. Blocking.
+pub fn read_bundle(
+    mut reader: impl BufRead,
+    scratch: &Path,
+    limits: &DeployConfig,
+) -> Result<Extracted, ApiError> {
+    let head = reader
+        .fill_buf()
+        .map_err(|e| ApiError::Internal(format!("cannot read the upload: {e}")))?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        read_archive(flate2::bufread::GzDecoder::new(reader), scratch, limits)
     } else {
-        Box::new(file)
-    };
-    read_archive(reader, scratch, limits)
+        read_archive(reader, scratch, limits)
+    }
 }
 
 /// Tar's own bytes beyond the files' contents: headers, padding, PAX

@@ -36,6 +36,7 @@ pub mod manifest;
 use crate::blobs::BlobStore;
 use crate::build::{Asset, BuildManifest, BuildRecord, ContentEncoding, Encoded, new_build_id};
 use crate::config::DeployConfig;
+use crate::crash_point::crash_point;
 use crate::error::ApiError;
 use crate::store::{ControlStore, StoreError, now_ms};
 use bundle::{ExtractedAsset, extract, receive};
@@ -158,6 +159,7 @@ impl Deployer {
             .map_err(|e| ApiError::Internal(format!("cannot create a scratch directory: {e}")))?;
         let upload = scratch.path().join("bundle");
         receive(body, &upload, self.max_upload_bytes).await?;
+        crash_point("deploy.received");
         let (limits, dir) = (self.limits.clone(), scratch.path().to_path_buf());
         let extracted = tokio::task::spawn_blocking(move || extract(&upload, &dir, &limits))
             .await
@@ -192,6 +194,7 @@ impl Deployer {
             }
             None => None,
         };
+        crash_point("deploy.compiled");
 
         // From here to the commit, an object found already stored must
         // stay: no node's garbage collection may run meanwhile.
@@ -215,6 +218,7 @@ impl Deployer {
                 .await
                 .map_err(|e| ApiError::Unavailable(e.to_string()))?;
         }
+        crash_point("deploy.stored");
 
         let manifest = extracted.manifest;
         let removals = if manifest.allow_destructive_migrations {
@@ -223,6 +227,7 @@ impl Deployer {
             Removals::Refuse
         };
         self.migrate(project, &manifest.schema()?, removals).await?;
+        crash_point("deploy.migrated");
         let record = BuildRecord {
             id: new_build_id(),
             project: project.clone(),
@@ -241,6 +246,7 @@ impl Deployer {
             },
         };
         self.store.commit_build(&record, &lease.holder).await?;
+        crash_point("deploy.committed");
         self.runtime.invalidate(project);
         if let Err(e) = self
             .store

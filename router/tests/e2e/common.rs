@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use switchyard::config::Config;
-use switchyard::node::{Running, start};
+use switchyard::node::{NodeOptions, Running, start_with};
 
 /// The admin token every test server uses.
 pub const TOKEN: &str = "sya_test-admin-token";
@@ -48,8 +48,12 @@ impl TestServer {
     }
 
     pub async fn start_with(config: Config) -> Self {
+        Self::start_with_options(config, NodeOptions::default()).await
+    }
+
+    pub async fn start_with_options(config: Config, options: NodeOptions) -> Self {
         let data_dir = config.data_dir.clone();
-        let running = start(config.finish().unwrap()).await.unwrap();
+        let running = start_with(config.finish().unwrap(), options).await.unwrap();
         TestServer {
             public: running.public_addr,
             admin: running.admin_addr,

@@ -14,6 +14,7 @@ mod controls;
 mod crash;
 mod database;
 mod deploys;
+mod faults;
 mod gateway;
 mod h2_abuse;
 mod listeners;
