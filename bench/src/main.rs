@@ -11,6 +11,7 @@ mod cold_start;
 mod compare;
 mod density;
 mod http;
+mod noisy;
 mod report;
 mod server;
 mod switchyard;
@@ -55,6 +56,12 @@ struct Args {
     /// The dynamic app every system serves: examples/hello.
     #[arg(long, default_value = "target/guests/wasm32-wasip2/release/hello.wasm")]
     component: PathBuf,
+    /// The noisy neighbour: the hostile test guest (its `/spin` route).
+    #[arg(
+        long,
+        default_value = "target/guests/wasm32-wasip2/release/hostile.wasm"
+    )]
+    hostile: PathBuf,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -63,6 +70,7 @@ enum Suite {
     Compare,
     ColdStart,
     Density,
+    Noisy,
 }
 
 /// The programs and the component under test.
@@ -72,6 +80,7 @@ pub struct Tools {
     pub wasmtime: PathBuf,
     pub nginx: PathBuf,
     pub component: PathBuf,
+    pub hostile: PathBuf,
 }
 
 /// How long and how often to measure.
@@ -93,6 +102,7 @@ fn main() -> anyhow::Result<()> {
         wasmtime: args.wasmtime,
         nginx: args.nginx,
         component: args.component,
+        hostile: args.hostile,
     };
     for program in [
         &tools.switchyard,
@@ -100,6 +110,7 @@ fn main() -> anyhow::Result<()> {
         &tools.wasmtime,
         &tools.nginx,
         &tools.component,
+        &tools.hostile,
     ] {
         anyhow::ensure!(
             program.is_file(),
@@ -145,6 +156,11 @@ fn main() -> anyhow::Result<()> {
         eprintln!("density:");
         let density = density::run(&tools, &plan, &work)?;
         sections.push(("density", report::density(&density)));
+    }
+    if wants(Suite::Noisy) {
+        eprintln!("noisy neighbour:");
+        let noisy = noisy::run(&tools, &plan, &work)?;
+        sections.push(("noisy", report::noisy(&noisy)));
     }
     let header = report::header(&tools, &plan, args.quick)?;
     for (name, body) in &sections {

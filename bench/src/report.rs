@@ -5,6 +5,7 @@
 use crate::cold_start::ColdStart;
 use crate::compare::{self, Comparison};
 use crate::density::Density;
+use crate::noisy::Noisy;
 use crate::{Plan, Tools};
 use anyhow::Context;
 use std::fmt::Write;
@@ -244,6 +245,35 @@ pub fn density(d: &Density) -> String {
         ms(d.random.p99),
         mib(d.rss_after_load),
     )
+}
+
+pub fn noisy(runs: &[Noisy]) -> String {
+    let mut out = format!(
+        "Tenant B: hello, {} connections. Tenant A: `/spin` (never ends) at its concurrency of {}, each cut at {} ms, driven by as many connections.\n\n\
+         | epoch tick | background lane | B alone: req/s, p50 / p99 | B beside A: req/s, p50 / p99 | p99 ratio (target ≤ 1.5×) |\n|---|---|---:|---:|---:|\n",
+        crate::noisy::B_CONNECTIONS,
+        crate::noisy::A_CONCURRENCY,
+        crate::noisy::A_WALL_CLOCK_MS,
+    );
+    for run in runs {
+        let _ = writeln!(
+            out,
+            "| {} ms | {} | {:.0}, {} / {} | {:.0}, {} / {} | {:.2}× |",
+            run.setting.epoch_tick_ms,
+            match run.setting.background_after_ms {
+                0 => "off".to_owned(),
+                ms => format!("after {ms} ms"),
+            },
+            run.solo.requests_per_second,
+            ms(run.solo.p50),
+            ms(run.solo.p99),
+            run.with_neighbour.requests_per_second,
+            ms(run.with_neighbour.p50),
+            ms(run.with_neighbour.p99),
+            run.with_neighbour.p99.as_secs_f64() / run.solo.p99.as_secs_f64().max(1e-9),
+        );
+    }
+    out
 }
 
 fn ms(d: Duration) -> String {

@@ -133,8 +133,18 @@ pub fn bundle(
     component: Option<&[u8]>,
     assets: &[(&str, &[u8])],
 ) -> anyhow::Result<Vec<u8>> {
+    bundle_with(project, "", component, assets)
+}
+
+/// [`bundle`] with `manifest` (TOML) added to the manifest.
+pub fn bundle_with(
+    project: &str,
+    manifest: &str,
+    component: Option<&[u8]>,
+    assets: &[(&str, &[u8])],
+) -> anyhow::Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
-    let manifest = format!("project = \"{project}\"\n");
+    let manifest = format!("project = \"{project}\"\n{manifest}");
     let mut entries: Vec<(String, &[u8])> = vec![("switchyard.toml".into(), manifest.as_bytes())];
     if let Some(component) = component {
         entries.push(("app.wasm".into(), component));

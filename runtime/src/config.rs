@@ -17,8 +17,13 @@ pub struct RuntimeConfig {
     pub artifact_dir: PathBuf,
     /// How often the epoch ticker thread advances the engine's epoch, in
     /// milliseconds. A spinning guest yields its worker thread once per tick,
-    /// and timeouts fire at most one tick late. Default 10.
+    /// and timeouts fire at most one tick late. Default 1.
     pub epoch_tick_ms: u64,
+    /// How long a guest may execute wasm on the server's threads before it
+    /// moves to the background lane (lowest CPU priority), in
+    /// milliseconds; checked at epoch ticks, and only once the guest has
+    /// seen two. 0: never. Default 2.
+    pub background_after_ms: u64,
     /// Largest component accepted by [`crate::Runtime::compile`], in bytes.
     /// Default 20 MiB.
     pub max_component_bytes: u64,
@@ -42,7 +47,8 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             artifact_dir: PathBuf::from("./switchyard-data/artifacts"),
-            epoch_tick_ms: 10,
+            epoch_tick_ms: 1,
+            background_after_ms: 2,
             max_component_bytes: 20 * 1024 * 1024,
             app_cache_capacity: 10_000,
             kv_timeout_ms: 2_000,
@@ -57,6 +63,10 @@ impl Default for RuntimeConfig {
 impl RuntimeConfig {
     pub(crate) fn epoch_tick(&self) -> Duration {
         Duration::from_millis(self.epoch_tick_ms)
+    }
+
+    pub(crate) fn background_after(&self) -> Option<Duration> {
+        (self.background_after_ms > 0).then(|| Duration::from_millis(self.background_after_ms))
     }
 
     pub(crate) fn kv_timeout(&self) -> Duration {

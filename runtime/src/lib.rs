@@ -78,6 +78,7 @@ mod error;
 mod host;
 mod ids;
 mod imports;
+mod lane;
 mod limits;
 mod logs;
 mod runtime;

@@ -189,6 +189,7 @@ impl Runtime {
             build: spec.build.clone(),
             slots: Arc::new(Semaphore::new(limits.concurrency as usize)),
             metrics: GuestMetrics::new(&spec.project),
+            background_after: self.config.background_after(),
             limits,
             env,
             kv: self.backends.kv.clone(),

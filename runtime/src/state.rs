@@ -44,6 +44,9 @@ pub(crate) struct TenantCtx {
     /// One permit per running request: `limits.concurrency` of them.
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) metrics: GuestMetrics,
+    /// How long a guest may execute on the caller's thread before it moves
+    /// to the background lane; `None`: never.
+    pub(crate) background_after: Option<Duration>,
     /// Keeps the epoch ticking while any store of this app lives, even past
     /// the `Runtime`: without ticks a spinning guest would never yield or
     /// reach its deadline.
@@ -68,6 +71,7 @@ impl TenantCtx {
             logs: Arc::new(LogRegistry::new(crate::config::LogConfig::default())),
             slots: Arc::new(Semaphore::new(limits.concurrency as usize)),
             metrics: GuestMetrics::new(&project),
+            background_after: None,
             project,
             limits,
             env: Vec::new(),

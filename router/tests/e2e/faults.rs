@@ -1,6 +1,6 @@
 //! Faults below the server: an object store that fails, stalls or hangs
-//! (injected by wrapping the real one), and a process killed at each step
-//! of a deploy. What must hold: clients get a 503 they can retry, never a
+//! (injected by wrapping the real one), a process killed at each step of a
+//! deploy, and a database server killed and restarted. What must hold: clients get a 503 they can retry, never a
 //! hang; a deploy either commits whole or leaves the previous build
 //! serving; leftovers are collected; it all recovers without a restart.
 
@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use switchyard::blobs::ObjectStoreLayer;
 use switchyard::node::NodeOptions;
 use switchyard_test_artifacts as artifacts;
+use switchyard_test_services::Postgres;
 
 /// What the wrapped store does to every read and write.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -429,4 +430,83 @@ async fn a_deploy_killed_at_each_step_leaves_the_old_build_or_the_whole_new_one(
         server.get("app.localhost", "/version.txt").await.text(),
         "v5"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_server_that_goes_away_answers_db_unavailable_then_comes_back() {
+    let mut postgres = Postgres::start_durable();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.storage.db = Some(postgres.url());
+    let mut server = TestServer::start_with(config).await;
+    server.keep(dir);
+    server.deploy_component("canary", artifacts::HELLO).await;
+    let manifest = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/todo-api/switchyard.toml"
+    ))
+    .unwrap();
+    let (status, body) = server
+        .deploy("todos", component_bundle(artifacts::TODO_API, &manifest))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let add = |title: &'static str| {
+        let server = &server;
+        async move {
+            let builder = http::Request::builder()
+                .method("POST")
+                .uri("/api/todos")
+                .header("content-type", "application/json");
+            let body = serde_json::json!({ "title": title }).to_string();
+            server
+                .public_send("todos.localhost", builder, bytes::Bytes::from(body))
+                .await
+        }
+    };
+    assert_eq!(add("before").await.status, StatusCode::CREATED);
+
+    tokio::task::block_in_place(|| postgres.kill());
+    for _ in 0..3 {
+        let started = Instant::now();
+        let reply = server.get("todos.localhost", "/api/todos").await;
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            reply.text()
+        );
+        assert_eq!(reply.code(), "DB_UNAVAILABLE");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a bounded wait: {:?}",
+            started.elapsed()
+        );
+        let write = add("while down").await;
+        assert_eq!(write.code(), "DB_UNAVAILABLE", "{}", write.text());
+        canary_served(&server).await;
+    }
+
+    tokio::task::block_in_place(|| postgres.restart());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = server.get("todos.localhost", "/api/todos").await;
+        if reply.status == StatusCode::OK {
+            let titles: Vec<String> = reply
+                .json()
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["title"].as_str().unwrap().to_owned())
+                .collect();
+            assert_eq!(titles, ["before"], "nothing written while it was down");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not back 30 s after the restart: {}",
+            reply.text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(add("after").await.status, StatusCode::CREATED);
 }

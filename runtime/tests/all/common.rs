@@ -14,7 +14,7 @@ use switchyard_runtime::{
 };
 
 /// The epoch tick the tests run with (the default).
-pub const TICK: Duration = Duration::from_millis(10);
+pub const TICK: Duration = Duration::from_millis(1);
 
 /// Scheduling slack allowed on top of deadline + one tick on a loaded
 /// two-core CI machine.

@@ -665,10 +665,19 @@ async fn thousands_of_cancelled_requests_leak_nothing() {
     );
 
     // A guest still streaming its body when its client left runs on a
-    // task of its own, aborted then: its slot comes back when the scheduler
-    // next runs that task, which a yield lets it do.
-    tokio::task::yield_now().await;
-    assert!(fill_the_pool().await, "pool slots leaked");
+    // task of its own, and one that computed for long enough on the
+    // background lane; both are aborted then, and their slots come back
+    // when that task next runs — for the lane, at its low priority, when
+    // this busy machine has CPU to spare.
+    let mut refilled = false;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if fill_the_pool().await {
+            refilled = true;
+            break;
+        }
+    }
+    assert!(refilled, "pool slots leaked");
     let (inserted, took) = timed(send(&todos, insert())).await;
     assert_eq!(inserted.unwrap().status, 201);
     assert!(
@@ -737,5 +746,54 @@ async fn a_tenant_at_its_memory_cap_times_its_concurrency_leaves_room_for_others
             holder.await.unwrap().unwrap(),
             format!("filled {} bytes", 56 << 20)
         );
+    }
+}
+
+/// CPU time this thread has used.
+fn thread_cpu_time() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which `now` is.
+    let done = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    assert_eq!(done, 0);
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
+/// On a single-threaded caller, a guest spinning for 600 ms: with the
+/// background lane it leaves the caller's thread within a tick or two, so
+/// that thread spends almost no CPU on it; with the lane off (the control,
+/// so the test can fail) the caller's thread runs it all.
+#[tokio::test(flavor = "current_thread")]
+async fn a_spinning_guest_leaves_the_callers_thread_for_the_background_lane() {
+    for (background_after_ms, moves) in [(2, true), (0, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = runtime_with(
+            switchyard_runtime::RuntimeConfig {
+                background_after_ms,
+                ..config(dir.path())
+            },
+            dir.path(),
+        );
+        let app = hostile(&runtime, "spin", with_deadline(600)).await;
+        let before = thread_cpu_time();
+        let (result, elapsed) = timed(get(&app, "/spin")).await;
+        let spent = thread_cpu_time() - before;
+        assert_timed_out(result, elapsed, 600);
+        eprintln!(
+            "background_after_ms = {background_after_ms}: the caller's thread spent {spent:?}"
+        );
+        if moves {
+            assert!(
+                spent < Duration::from_millis(150),
+                "{spent:?} on the caller's thread"
+            );
+        } else {
+            assert!(
+                spent > Duration::from_millis(300),
+                "{spent:?} on the caller's thread"
+            );
+        }
     }
 }

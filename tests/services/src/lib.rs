@@ -102,18 +102,8 @@ impl Redis {
     /// Starts it again on the same port with the same files.
     pub fn restart(&mut self) {
         self.kill();
-        let deadline = Instant::now() + STARTUP;
-        loop {
-            match self.spawn() {
-                Ok(()) => return,
-                // The port may linger for a moment after the kill.
-                Err(e) if Instant::now() < deadline => {
-                    eprintln!("restarting redis-server: {e}; retrying");
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                Err(e) => panic!("cannot restart redis-server: {e}"),
-            }
-        }
+        // The port may linger for a moment after the kill.
+        respawn("redis-server", || self.spawn());
     }
 
     /// Runs one command (inline protocol) and returns the raw reply.
@@ -155,13 +145,26 @@ pub fn shared_redis() -> &'static Redis {
 /// One PostgreSQL server (a fresh cluster, `trust` auth on loopback).
 pub struct Postgres {
     process: Option<Process>,
-    _dir: ScratchDir,
+    dir: ScratchDir,
     port: u16,
+    durable: bool,
 }
 
 impl Postgres {
-    /// initdb and start.
+    /// initdb and start, committing without waiting for the WAL to be
+    /// written: fast, and a server killed loses its last commits.
     pub fn start() -> Postgres {
+        Postgres::launch(false)
+    }
+
+    /// A server whose commits are in its WAL before they are acknowledged
+    /// (`synchronous_commit = on`), so they survive `SIGKILL` (not a power
+    /// failure: it still does not fsync).
+    pub fn start_durable() -> Postgres {
+        Postgres::launch(true)
+    }
+
+    fn launch(durable: bool) -> Postgres {
         let bin = postgres_bin();
         let dir = ScratchDir::new("postgres");
         let data = dir.path().join("data");
@@ -188,40 +191,67 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let log = dir.path().join("postgres.log");
-        let mut process = None;
-        let port = retry_on_port_clash(|port| {
-            let mut command = Command::new(bin.join("postgres"));
-            command
-                .arg("-D")
-                .arg(&data)
-                .args(["-p", &port.to_string(), "-k"])
-                .arg(dir.path())
-                .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
-                .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
-                .args(["-c", "max_connections=300", "-c", "shared_buffers=32MB"]);
-            as_server_user(&mut command, owner);
-            let started = Process::spawn(command, &log, "postgres")?;
-            let ready = bin.join("pg_isready");
-            started.wait_until("postgres", || {
-                Command::new(&ready)
-                    .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
-                    .status()
-                    .is_ok_and(|s| s.success())
-            })?;
-            process = Some(started);
-            Ok(())
+        let mut postgres = Postgres {
+            process: None,
+            dir,
+            port: 0,
+            durable,
+        };
+        postgres.port = retry_on_port_clash(|port| {
+            postgres.port = port;
+            postgres.spawn()
         });
-        Postgres {
-            process,
-            _dir: dir,
-            port,
-        }
+        postgres
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let bin = postgres_bin();
+        let port = self.port;
+        let mut command = Command::new(bin.join("postgres"));
+        command
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-p", &port.to_string(), "-k"])
+            .arg(self.dir.path())
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .args(["-c", "full_page_writes=off"])
+            .args(["-c", "max_connections=300", "-c", "shared_buffers=32MB"]);
+        let synchronous_commit = if self.durable { "on" } else { "off" };
+        command.args(["-c", &format!("synchronous_commit={synchronous_commit}")]);
+        as_server_user(&mut command, server_user());
+        let log = self.dir.path().join("postgres.log");
+        let started = Process::spawn(command, &log, "postgres")?;
+        let ready = bin.join("pg_isready");
+        started.wait_until("postgres", || {
+            Command::new(&ready)
+                .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+                .status()
+                .is_ok_and(|s| s.success())
+        })?;
+        self.process = Some(started);
+        Ok(())
     }
 
     /// `postgres://postgres@127.0.0.1:<port>/postgres`.
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Kills the server (the postmaster, with `SIGKILL`) and waits until
+    /// it is gone; its backends exit when they notice.
+    pub fn kill(&mut self) {
+        if let Some(process) = self.process.take() {
+            process.kill();
+        }
+    }
+
+    /// Starts it again on the same port with the same files (crash
+    /// recovery included).
+    pub fn restart(&mut self) {
+        self.kill();
+        // The port and the shared memory of the killed server's backends
+        // may linger for a moment.
+        respawn("postgres", || self.spawn());
     }
 }
 
@@ -453,6 +483,22 @@ impl Process {
     fn kill(self) {
         self.signal(libc::SIGKILL);
         let _ = self.exited().recv_timeout(STARTUP);
+    }
+}
+
+/// Runs `spawn` until it succeeds, for up to the startup time: a server
+/// just killed may still hold what its successor needs.
+fn respawn(what: &str, mut spawn: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + STARTUP;
+    loop {
+        match spawn() {
+            Ok(()) => return,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("restarting {what}: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("cannot restart {what}: {e}"),
+        }
     }
 }
 

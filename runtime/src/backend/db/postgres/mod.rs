@@ -704,7 +704,7 @@ impl ToSql for Param<'_> {
 /// column for a server key; a public key gets only the kind.
 fn db_error(e: &tokio_postgres::Error, access: Access, limits: &CallLimits) -> DbError {
     let Some(db) = e.as_db_error() else {
-        return DbError::unavailable(e);
+        return DbError::unavailable(detail(e));
     };
     let code = db.code();
     let table = db.table().unwrap_or("?");
@@ -764,7 +764,17 @@ fn db_error(e: &tokio_postgres::Error, access: Access, limits: &CallLimits) -> D
             "a value cannot be stored in its column".into(),
         ))
     } else {
-        DbError::unavailable(e)
+        DbError::unavailable(detail(e))
+    }
+}
+
+/// What went wrong, for the operator's log: tokio-postgres shows only `db
+/// error` and keeps the server's code and message in its source.
+fn detail(e: &tokio_postgres::Error) -> String {
+    match (e.as_db_error(), std::error::Error::source(e)) {
+        (Some(db), _) => format!("{e} {}: {}", db.code().code(), db.message()),
+        (None, Some(source)) => format!("{e}: {source}"),
+        (None, None) => e.to_string(),
     }
 }
 
