@@ -19,10 +19,11 @@ pub struct RuntimeConfig {
     /// milliseconds. A spinning guest yields its worker thread once per tick,
     /// and timeouts fire at most one tick late. Default 1.
     pub epoch_tick_ms: u64,
-    /// How long a guest may execute wasm on the server's threads before it
-    /// moves to the background lane (lowest CPU priority), in
-    /// milliseconds; checked at epoch ticks, and only once the guest has
-    /// seen two. 0: never. Default 2.
+    /// How long a guest may run on the server's threads (inside its polls:
+    /// its wasm and its host calls; waiting between polls does not count)
+    /// before it moves to the background lane (lowest CPU priority), in
+    /// milliseconds; checked at least once per epoch tick. 0: never.
+    /// Default 2.
     pub background_after_ms: u64,
     /// Largest component accepted by [`crate::Runtime::compile`], in bytes.
     /// Default 20 MiB.

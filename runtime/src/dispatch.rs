@@ -4,8 +4,8 @@
 //! 2. build a fresh store: fuel, memory limiter, wall-clock deadline;
 //! 3. run the guest (instantiate, then `wasi:http/incoming-handler.handle`)
 //!    in the caller's task until it has sent the response head or ended;
-//! 4. a guest still executing wasm `background_after` after it started
-//!    moves to the background lane ([`crate::lane`]), at the lowest CPU
+//! 4. a guest that has used `background_after` of CPU on the caller's
+//!    thread without answering moves to the background lane ([`crate::lane`]), at the lowest CPU
 //!    priority, so CPU-bound guests cannot hold the server's threads;
 //!    a guest still running once its head is out (streaming the body) moves
 //!    to a task of its own, so the body does not depend on the client
@@ -125,8 +125,7 @@ impl App {
         });
 
         let deadline = Instant::now() + std::time::Duration::from_millis(limits.wall_clock_ms);
-        let heavy = Arc::new(AtomicBool::new(false));
-        let mut store = self.new_store(log, slot, deadline, &heavy)?;
+        let mut store = self.new_store(log, slot, deadline)?;
         let scheme = if tls { Scheme::Https } else { Scheme::Http };
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let (req, out) = {
@@ -142,16 +141,30 @@ impl App {
         let mut guest: GuestFuture =
             Box::pin(run_guest(store, self.pre.clone(), req, out, deadline));
         let mut receiver = receiver;
+        // The time this thread spends inside the guest's polls: its wasm
+        // and the host calls it makes, not time spent waiting between polls
+        // (behind other requests, on its database, in a sleep). A computing
+        // guest returns at every epoch tick, so this is checked at least
+        // that often.
+        let mut computed = std::time::Duration::ZERO;
         let mut in_place = true;
         let first = loop {
             let step = poll_fn(|cx| {
-                if let Poll::Ready(outcome) = guest.as_mut().poll(cx) {
+                let before = Instant::now();
+                let polled = guest.as_mut().poll(cx);
+                computed += before.elapsed();
+                if let Poll::Ready(outcome) = polled {
                     return Poll::Ready(Step::First(First::Ended(outcome)));
                 }
                 if let Poll::Ready(head) = Pin::new(&mut receiver).poll(cx) {
                     return Poll::Ready(Step::First(First::Head(head)));
                 }
-                if in_place && heavy.load(Ordering::Relaxed) {
+                if in_place
+                    && self
+                        .tenant
+                        .background_after
+                        .is_some_and(|after| computed >= after)
+                {
                     return Poll::Ready(Step::Heavy);
                 }
                 Poll::Pending
@@ -213,15 +226,11 @@ impl App {
         Ok(head.map(|body| ResponseBody::guest(body, limit, task, log)))
     }
 
-    /// A fresh store for one request. `heavy` is set once the guest has
-    /// been executing wasm for two epoch ticks and the tenant's
-    /// `background_after`.
     fn new_store(
         &self,
         log: &Arc<RequestLog>,
         slot: OwnedSemaphorePermit,
         deadline: Instant,
-        heavy: &Arc<AtomicBool>,
     ) -> Result<Store<RequestState>, DispatchError> {
         let limits = &self.tenant.limits;
         let state = RequestState::new(self.tenant.clone(), log, slot);
@@ -232,24 +241,14 @@ impl App {
         store.set_max_component_handles(limits.resource_handles as usize);
         // Called once per epoch tick while wasm runs: yield the worker
         // thread so a spinning guest cannot hold it, or trap once the
-        // deadline has passed; and mark a guest that has computed long
-        // enough for the background lane. Computed, not merely lived: a
-        // short guest that waited behind others has seen at most one tick
-        // (one yield) of its own, so it needs two as well as the time.
+        // deadline has passed.
         store.set_epoch_deadline(1);
-        let (started, heavy, background_after) =
-            (Instant::now(), heavy.clone(), self.tenant.background_after);
-        let mut ticks = 0u32;
         store.epoch_deadline_callback(move |_| {
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(wasmtime::Error::new(DeadlineExceeded));
+            if Instant::now() >= deadline {
+                Err(wasmtime::Error::new(DeadlineExceeded))
+            } else {
+                Ok(UpdateDeadline::Yield(1))
             }
-            ticks = ticks.saturating_add(1);
-            if ticks >= 2 && background_after.is_some_and(|after| now - started >= after) {
-                heavy.store(true, Ordering::Relaxed);
-            }
-            Ok(UpdateDeadline::Yield(1))
         });
         Ok(store)
     }
@@ -370,8 +369,8 @@ enum First {
     Head(Result<GuestResponse, tokio::sync::oneshot::error::RecvError>),
 }
 
-/// One wait for the first stretch: it ended, or the guest has computed
-/// for `background_after` without ending or answering.
+/// One wait for the first stretch: it ended, or the guest has used
+/// `background_after` of CPU without ending or answering.
 enum Step {
     First(First),
     Heavy,

@@ -1,8 +1,9 @@
 //! The background lane: where a guest that keeps computing finishes its run.
 //!
 //! Every guest starts in its caller's task, on the server's own threads,
-//! and most end there within a millisecond. A guest still executing wasm
-//! `runtime.background_after_ms` after it started moves here: a small
+//! and most end there within a millisecond. A guest whose polls have taken
+//! `runtime.background_after_ms` on that thread (its wasm and its host
+//! calls; time spent waiting between polls does not count) moves here: a small
 //! runtime of its own (one thread per CPU) whose threads run at the lowest
 //! CPU priority (nice 19). The kernel then gives the server's threads —
 //! accepting, routing, assets and the short requests of every tenant — the

@@ -62,7 +62,9 @@ async fn infinite_loop_in_the_handler_runs_out_of_fuel() {
         ..LimitsOverride::default()
     };
     let app = hostile(&runtime, "burn", limits).await;
-    let err = error(get(&app, "/spin").await);
+    let (result, elapsed) = timed(get(&app, "/spin")).await;
+    eprintln!("50 million units of fuel burnt in {elapsed:?}");
+    let err = error(result);
     assert!(matches!(err, DispatchError::CpuExhausted), "{err:?}");
     assert_eq!(
         (err.code(), err.status().as_u16()),
