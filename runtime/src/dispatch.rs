@@ -4,9 +4,10 @@
 //! 2. build a fresh store: fuel, memory limiter, wall-clock deadline;
 //! 3. run the guest (instantiate, then `wasi:http/incoming-handler.handle`)
 //!    in the caller's task until it has sent the response head or ended;
-//! 4. a guest that has used `background_after` of CPU on the caller's
-//!    thread without answering moves to the background lane ([`crate::lane`]), at the lowest CPU
-//!    priority, so CPU-bound guests cannot hold the server's threads;
+//! 4. a guest whose polls have taken `background_after` on the caller's
+//!    thread (waiting between polls excluded) without answering moves to
+//!    the background lane ([`crate::lane`]), at the lowest CPU priority, so
+//!    CPU-bound guests cannot hold the server's threads;
 //!    a guest still running once its head is out (streaming the body) moves
 //!    to a task of its own, so the body does not depend on the client
 //!    reading it for the guest to reach its deadline;
@@ -369,8 +370,8 @@ enum First {
     Head(Result<GuestResponse, tokio::sync::oneshot::error::RecvError>),
 }
 
-/// One wait for the first stretch: it ended, or the guest has used
-/// `background_after` of CPU without ending or answering.
+/// One wait for the first stretch: it ended, or the guest's polls have
+/// taken `background_after` without it ending or answering.
 enum Step {
     First(First),
     Heavy,
