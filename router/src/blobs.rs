@@ -19,12 +19,36 @@ use switchyard_runtime::ComponentId;
 
 /// Why an object operation failed; the text is for the operator.
 #[derive(Debug, thiserror::Error)]
-#[error("object store: {0}")]
-pub struct BlobError(pub String);
+#[error("object store: {message}")]
+pub struct BlobError {
+    message: String,
+    /// The local disk holding the objects is full (never set for S3,
+    /// which reports no such thing).
+    pub storage_full: bool,
+}
+
+impl BlobError {
+    fn new(message: String) -> Self {
+        BlobError {
+            message,
+            storage_full: false,
+        }
+    }
+
+    fn io(context: &str, e: &std::io::Error) -> Self {
+        BlobError {
+            message: format!("{context}: {e}"),
+            storage_full: switchyard_runtime::disk::is_full(e),
+        }
+    }
+}
 
 impl From<object_store::Error> for BlobError {
     fn from(e: object_store::Error) -> Self {
-        BlobError(e.to_string())
+        BlobError {
+            message: e.to_string(),
+            storage_full: switchyard_runtime::disk::is_full(&e),
+        }
     }
 }
 
@@ -75,10 +99,10 @@ impl BlobStore {
     /// A store in a local directory (created if missing).
     pub fn local(dir: &std::path::Path) -> Result<Self, BlobError> {
         std::fs::create_dir_all(dir)
-            .map_err(|e| BlobError(format!("cannot create {}: {e}", dir.display())))?;
+            .map_err(|e| BlobError::io(&format!("cannot create {}", dir.display()), &e))?;
         let root = dir
             .canonicalize()
-            .map_err(|e| BlobError(format!("cannot resolve {}: {e}", dir.display())))?;
+            .map_err(|e| BlobError::io(&format!("cannot resolve {}", dir.display()), &e))?;
         let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(&root)?);
         Ok(BlobStore {
             streams: store.clone(),
@@ -166,7 +190,7 @@ impl BlobStore {
     ) -> Result<T, BlobError> {
         match tokio::time::timeout(self.timeout, op).await {
             Ok(result) => Ok(result?),
-            Err(_) => Err(BlobError(format!(
+            Err(_) => Err(BlobError::new(format!(
                 "{what} took longer than {} ms",
                 self.timeout.as_millis()
             ))),
@@ -243,8 +267,8 @@ impl BlobStore {
             }
         })
         .await
-        .map_err(|e| BlobError(e.to_string()))?
-        .map_err(|e| BlobError(format!("cannot sync an object to disk: {e}")))
+        .map_err(|e| BlobError::new(e.to_string()))?
+        .map_err(|e| BlobError::io("cannot sync an object to disk", &e))
     }
 
     /// Every stored object last written more than `min_age` ago.

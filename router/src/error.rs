@@ -103,7 +103,11 @@ pub enum ApiError {
     Dispatch(#[from] DispatchError),
     /// The component was refused at deploy.
     #[error(transparent)]
-    Load(#[from] LoadError),
+    Load(LoadError),
+    /// The disk holding the server's data is full; nothing was changed.
+    /// The detail is for the operator's log.
+    #[error("the server is out of storage space; nothing was changed")]
+    StorageFull(String),
     /// A backend is down or slow; retrying later may work.
     #[error("a backend is unavailable; try again shortly")]
     Unavailable(String),
@@ -121,7 +125,27 @@ pub enum ApiError {
     Internal(String),
 }
 
+impl From<LoadError> for ApiError {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::StorageFull(detail) => ApiError::StorageFull(detail),
+            e => ApiError::Load(e),
+        }
+    }
+}
+
 impl ApiError {
+    /// A failed file operation on the server's own data: `STORAGE_FULL`
+    /// when the disk is full, otherwise a bug or a broken host.
+    pub fn io(context: &str, e: &std::io::Error) -> Self {
+        let detail = format!("{context}: {e}");
+        if switchyard_runtime::disk::is_full(e) {
+            ApiError::StorageFull(detail)
+        } else {
+            ApiError::Internal(detail)
+        }
+    }
+
     /// The stable code.
     pub fn code(&self) -> &'static str {
         match self {
@@ -142,6 +166,7 @@ impl ApiError {
             ApiError::Dispatch(e) => e.code(),
             ApiError::Load(e) => e.code(),
             ApiError::Unavailable(_) => "UNAVAILABLE",
+            ApiError::StorageFull(_) => "STORAGE_FULL",
             ApiError::Db { error, .. } => error.code(),
             ApiError::Internal(_) => "INTERNAL",
         }
@@ -166,6 +191,7 @@ impl ApiError {
             }
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            ApiError::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Db { error, .. } => match error {
                 DbError::Query(_) => StatusCode::BAD_REQUEST,
                 DbError::ConstraintViolation(_) => StatusCode::CONFLICT,
@@ -182,7 +208,9 @@ impl ApiError {
     /// What to log beyond the public message, if anything.
     pub fn detail(&self) -> Option<Cow<'_, str>> {
         match self {
-            ApiError::Unavailable(d) | ApiError::Internal(d) => Some(d.into()),
+            ApiError::Unavailable(d) | ApiError::StorageFull(d) | ApiError::Internal(d) => {
+                Some(d.into())
+            }
             ApiError::Db {
                 error: DbError::Unavailable { detail },
                 ..
@@ -309,6 +337,27 @@ mod tests {
             body_json(ApiError::Load(LoadError::NoHandler("x".into())).to_response("r4")).await;
         assert_eq!(json["error"]["code"], "COMPONENT_NO_HANDLER");
         assert!(json["error"]["message"].as_str().unwrap().contains('x'));
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_is_507_storage_full_without_the_path() {
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let error = ApiError::io("cannot write /var/lib/switchyard/scratch/bundle", &full);
+        assert_eq!(
+            (error.code(), error.status().as_u16()),
+            ("STORAGE_FULL", 507)
+        );
+        assert!(error.detail().unwrap().contains("/var/lib"));
+        let json = body_json(error.to_response("r5")).await;
+        assert!(!json.to_string().contains("/var/lib"), "{json}");
+        let other = std::io::Error::other("an I/O error");
+        assert_eq!(ApiError::io("x", &other).code(), "INTERNAL");
+        // Through the artifact cache, too.
+        let error = ApiError::from(LoadError::from(full));
+        assert_eq!(
+            (error.code(), error.status().as_u16()),
+            ("STORAGE_FULL", 507)
+        );
     }
 
     #[test]

@@ -198,6 +198,10 @@ pub enum LoadError {
     /// Reading or writing the artifact cache failed.
     #[error("artifact cache I/O failed: {0}")]
     Io(String),
+    /// The disk holding the artifact cache is full. The detail is for the
+    /// operator's log.
+    #[error("the server is out of storage space")]
+    StorageFull(String),
     /// A host-side failure (a panicked compile task, a corrupt artifact).
     #[error("internal error: {0}")]
     Internal(String),
@@ -205,7 +209,11 @@ pub enum LoadError {
 
 impl From<std::io::Error> for LoadError {
     fn from(e: std::io::Error) -> Self {
-        LoadError::Io(e.to_string())
+        if crate::disk::is_full(&e) {
+            LoadError::StorageFull(e.to_string())
+        } else {
+            LoadError::Io(e.to_string())
+        }
     }
 }
 
@@ -224,6 +232,7 @@ impl LoadError {
             LoadError::InvalidId(_) | LoadError::Limits(_) | LoadError::InvalidEnv(_) => {
                 "INVALID_APP_SPEC"
             }
+            LoadError::StorageFull(_) => "STORAGE_FULL",
             LoadError::Io(_) | LoadError::Internal(_) => "INTERNAL",
         }
     }
@@ -233,7 +242,10 @@ impl LoadError {
     pub fn is_client_error(&self) -> bool {
         !matches!(
             self,
-            LoadError::ArtifactMissing(_) | LoadError::Io(_) | LoadError::Internal(_)
+            LoadError::ArtifactMissing(_)
+                | LoadError::Io(_)
+                | LoadError::StorageFull(_)
+                | LoadError::Internal(_)
         )
     }
 }

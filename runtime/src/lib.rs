@@ -71,6 +71,7 @@ pub mod backend;
 mod body;
 mod config;
 pub mod db;
+pub mod disk;
 mod dispatch;
 mod egress;
 mod engine;

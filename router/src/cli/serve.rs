@@ -69,7 +69,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         .thread_name("switchyard")
         .build()
         .context("cannot start the async runtime")?;
-    tokio.block_on(async {
+    let served = tokio.block_on(async {
         let running = crate::node::start(config).await?;
         announce(&running);
         wait_for_signal().await;
@@ -81,9 +81,19 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             std::process::exit(130);
         });
         running.stopped().await;
-        Ok(())
-    })
+        anyhow::Ok(())
+    });
+    // What is still running has outlived the grace period: a compile, a
+    // database call on the blocking pool. Dropping the runtime would wait
+    // for it; exit instead. SQLite's commits and the deploy's ordering
+    // make that as safe as a crash.
+    tokio.shutdown_timeout(ABANDON_AFTER);
+    served
 }
+
+/// How long the runtime waits, once the grace period is over, for blocking
+/// work before the process exits without it.
+const ABANDON_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
 
 fn announce(running: &crate::node::Running) {
     let node = &running.node;

@@ -64,7 +64,7 @@ where
 {
     let mut file = tokio::fs::File::create(dest)
         .await
-        .map_err(|e| ApiError::Internal(format!("cannot create {}: {e}", dest.display())))?;
+        .map_err(|e| ApiError::io(&format!("cannot create {}", dest.display()), &e))?;
     let mut received = 0u64;
     loop {
         let next = tokio::time::timeout(crate::idle::BODY_STALL_TIMEOUT, body.frame())
@@ -84,11 +84,11 @@ where
         }
         file.write_all_buf(&mut data)
             .await
-            .map_err(|e| ApiError::Internal(format!("cannot write the upload: {e}")))?;
+            .map_err(|e| ApiError::io("cannot write the upload", &e))?;
     }
     file.flush()
         .await
-        .map_err(|e| ApiError::Internal(format!("cannot write the upload: {e}")))?;
+        .map_err(|e| ApiError::io("cannot write the upload", &e))?;
     Ok(received)
 }
 
@@ -376,7 +376,7 @@ fn copy_hashed(
     max: u64,
     corrupt: &impl Fn(std::io::Error) -> ApiError,
 ) -> Result<(u64, String), ApiError> {
-    let io = |e: std::io::Error| ApiError::Internal(format!("cannot write a scratch file: {e}"));
+    let io = |e: std::io::Error| ApiError::io("cannot write a scratch file", &e);
     let mut out = std::fs::File::create(to).map_err(io)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];

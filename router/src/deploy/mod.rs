@@ -33,7 +33,7 @@
 pub mod bundle;
 pub mod manifest;
 
-use crate::blobs::BlobStore;
+use crate::blobs::{BlobError, BlobStore};
 use crate::build::{Asset, BuildManifest, BuildRecord, ContentEncoding, Encoded, new_build_id};
 use crate::config::DeployConfig;
 use crate::crash_point::crash_point;
@@ -77,6 +77,17 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::NotFound("resource"),
             StoreError::Conflict { code, message } => ApiError::Conflict { code, message },
             StoreError::Unavailable(detail) => ApiError::Unavailable(detail),
+            StoreError::StorageFull(detail) => ApiError::StorageFull(detail),
+        }
+    }
+}
+
+impl From<BlobError> for ApiError {
+    fn from(e: BlobError) -> Self {
+        if e.storage_full {
+            ApiError::StorageFull(e.to_string())
+        } else {
+            ApiError::Unavailable(e.to_string())
         }
     }
 }
@@ -156,7 +167,7 @@ impl Deployer {
         let scratch = tempfile::Builder::new()
             .prefix("deploy-")
             .tempdir_in(&self.scratch_dir)
-            .map_err(|e| ApiError::Internal(format!("cannot create a scratch directory: {e}")))?;
+            .map_err(|e| ApiError::io("cannot create a scratch directory", &e))?;
         let upload = scratch.path().join("bundle");
         receive(body, &upload, self.max_upload_bytes).await?;
         crash_point("deploy.received");
@@ -201,10 +212,7 @@ impl Deployer {
         let _writes = self.object_writes().await?;
         let component = match component {
             Some((id, bytes)) => {
-                self.blobs
-                    .put_component(&id, Bytes::from(bytes))
-                    .await
-                    .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+                self.blobs.put_component(&id, Bytes::from(bytes)).await?;
                 Some(id)
             }
             None => None,
@@ -212,11 +220,10 @@ impl Deployer {
         for asset in &extracted.assets {
             let bytes = tokio::fs::read(&asset.file)
                 .await
-                .map_err(|e| ApiError::Internal(format!("cannot read a scratch file: {e}")))?;
+                .map_err(|e| ApiError::io("cannot read a scratch file", &e))?;
             self.blobs
                 .put_blob(&asset.sha256, Bytes::from(bytes))
-                .await
-                .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+                .await?;
         }
         crash_point("deploy.stored");
 

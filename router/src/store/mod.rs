@@ -174,6 +174,9 @@ pub enum StoreError {
     /// The store failed; the text is for the operator.
     #[error("control store unavailable: {0}")]
     Unavailable(String),
+    /// The disk holding the store is full; the text is for the operator.
+    #[error("control store: the disk is full: {0}")]
+    StorageFull(String),
 }
 
 /// A page of a list, with the cursor of the next page.

@@ -29,7 +29,11 @@ impl From<DbError> for StoreError {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Unavailable(e.to_string())
+        if switchyard_runtime::disk::is_full(&e) {
+            StoreError::StorageFull(e.to_string())
+        } else {
+            StoreError::Unavailable(e.to_string())
+        }
     }
 }
 

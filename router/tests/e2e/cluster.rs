@@ -139,14 +139,8 @@ async fn two_nodes_share_deploys_rollbacks_kv_databases_and_rate_limits() {
 
     // The gateway database is PostgreSQL for both: a row written through
     // A is read through B.
-    let manifest = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/todo-api/switchyard.toml"
-    ))
-    .unwrap();
     assert_eq!(
-        a.deploy("todos", component_bundle(artifacts::TODO_API, &manifest))
-            .await,
+        a.deploy("todos", todo_api_bundle()).await,
         StatusCode::CREATED
     );
     let created = public(

@@ -7,6 +7,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use switchyard::config::Config;
 use switchyard::node::{NodeOptions, Running, start_with};
@@ -52,6 +53,7 @@ impl TestServer {
     }
 
     pub async fn start_with_options(config: Config, options: NodeOptions) -> Self {
+        watch_for_server_panics();
         let data_dir = config.data_dir.clone();
         let running = start_with(config.finish().unwrap(), options).await.unwrap();
         TestServer {
@@ -172,6 +174,13 @@ impl TestServer {
         self.public_send(host, builder, Bytes::new()).await
     }
 
+    /// A POST of `json` to the public listener for `host`.
+    pub async fn post_json(&self, host: &str, path: &str, json: serde_json::Value) -> Reply {
+        let builder = Request::post(path).header("content-type", "application/json");
+        self.public_send(host, builder, Bytes::from(json.to_string()))
+            .await
+    }
+
     pub async fn public_send(
         &self,
         host: &str,
@@ -216,7 +225,33 @@ impl Drop for TestServer {
         if let Some(running) = &self.running {
             running.shutdown();
         }
+        if !std::thread::panicking() {
+            let panics = SERVER_PANICS.lock().unwrap_or_else(PoisonError::into_inner);
+            assert!(panics.is_empty(), "a server task panicked: {panics:?}");
+        }
     }
+}
+
+/// Panics outside the tests' own code: a server task's, which tokio
+/// catches, so no test would otherwise notice. Kept for the whole test
+/// binary: any one fails every server test that ends after it.
+static SERVER_PANICS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn watch_for_server_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if info.location().is_none_or(|l| !l.file().contains("tests/")) {
+                let thread = std::thread::current();
+                SERVER_PANICS
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(format!("on thread {:?}: {info}", thread.name()));
+            }
+            previous(info);
+        }));
+    });
 }
 
 #[derive(Debug)]
@@ -245,16 +280,40 @@ impl Reply {
 }
 
 pub async fn send(request: Request<Full<Bytes>>) -> Reply {
+    try_send(request).await.unwrap()
+}
+
+/// Like [`send`], for a server that may go away: the error instead of a
+/// panic when no whole response arrives.
+pub async fn try_send(request: Request<Full<Bytes>>) -> Result<Reply, String> {
     let client = Client::builder(TokioExecutor::new()).build_http();
-    let response = client.request(request).await.unwrap();
+    let response = client
+        .request(request)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Reply {
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("{e:?}"))?
+        .to_bytes();
+    Ok(Reply {
         status,
         headers,
         body,
-    }
+    })
+}
+
+/// The todo-api example's bundle, with the example's own manifest.
+pub fn todo_api_bundle() -> Vec<u8> {
+    let manifest = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/todo-api/switchyard.toml"
+    ))
+    .unwrap();
+    component_bundle(switchyard_test_artifacts::TODO_API, &manifest)
 }
 
 /// A tar bundle of `(path, bytes)` entries.
@@ -312,23 +371,13 @@ pub fn static_site_bundle() -> Vec<u8> {
 
 /// Every file under `dir` with its contents, for before/after comparisons.
 pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.push((path.clone(), std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    files.sort();
-    files
+    snapshot_paths(dir)
+        .into_iter()
+        .map(|path| {
+            let bytes = std::fs::read(&path).unwrap();
+            (path, bytes)
+        })
+        .collect()
 }
 
 /// An upload that has not finished: the rest of the bundle goes through
@@ -397,4 +446,42 @@ pub fn scratch_bytes(data_dir: &Path) -> u64 {
         .iter()
         .map(|(_, data)| data.len() as u64)
         .sum()
+}
+
+/// Runs `PRAGMA integrity_check` on every SQLite database under `dir`
+/// (a live server's too: WAL lets this read beside its writer).
+pub fn assert_databases_intact(dir: &Path) {
+    let databases: Vec<PathBuf> = snapshot_paths(dir)
+        .into_iter()
+        .filter(|path| path.extension().is_some_and(|e| e == "sqlite" || e == "db"))
+        .collect();
+    assert!(!databases.is_empty(), "no database under {}", dir.display());
+    for path in databases {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let verdict: String = conn
+            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(verdict, "ok", "{}", path.display());
+    }
+}
+
+/// Every file under `dir`.
+fn snapshot_paths(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
 }

@@ -1,13 +1,16 @@
 //! The `switchyard serve` process: killed with SIGKILL in the middle of a
-//! deploy, and stopped with SIGTERM.
+//! deploy or under a load of writes, and stopped with SIGTERM under load.
 
 use crate::common::*;
-use crate::process::ServeProcess as Process;
+use crate::process::{ServeProcess as Process, public_request};
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
+use serde_json::json;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use switchyard_test_artifacts as artifacts;
 
@@ -154,6 +157,257 @@ async fn sigterm_drains_in_flight_requests_and_a_second_signal_exits_at_once() {
         .unwrap();
     assert_eq!(status.code(), Some(130));
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_finishes_streams_and_the_deploy_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let grace = Duration::from_secs(30);
+    let grace_env = (
+        "SWITCHYARD__HTTP__SHUTDOWN_GRACE_MS",
+        grace.as_millis().to_string(),
+    );
+    let mut server = Process::start_with(&data, &[grace_env]).await;
+    for (project, wasm) in [
+        ("app", artifacts::HELLO),
+        ("canary", artifacts::HELLO),
+        ("slow", artifacts::HOSTILE),
+    ] {
+        let bundle = component_bundle(wasm, "");
+        assert_eq!(server.deploy(project, bundle).await, StatusCode::CREATED);
+    }
+
+    // In flight at the signal: a deploy compiling (the JavaScript engine
+    // takes seconds), a response streaming for 2 s, and a load of requests.
+    let big = component_bundle(artifacts::JAVASCRIPT, "");
+    let deploy = begin_upload(server.admin, "app", &big, 0).finish().await;
+    until("the bundle is spooled", || {
+        scratch_bytes(&data) >= big.len() as u64
+    })
+    .await;
+    let public = server.public;
+    let stream = tokio::spawn(async move {
+        public_request(
+            public,
+            "slow.localhost",
+            "GET",
+            "/drip?chunks=40&ms=50",
+            None,
+        )
+        .await
+    });
+    wait_for_log(server.admin, "slow", "dripping").await;
+    let load: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut served = 0;
+                while let Ok(reply) =
+                    public_request(public, "canary.localhost", "GET", "/", None).await
+                {
+                    assert_eq!(
+                        (reply.status, reply.text().as_str()),
+                        (StatusCode::OK, "Hello from Switchyard!\n"),
+                        "a request the server took must be answered whole"
+                    );
+                    served += 1;
+                }
+                served
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!deploy.is_finished(), "the deploy ended before the signal");
+
+    let signalled = Instant::now();
+    server.signal("TERM").await;
+    let streamed = stream.await.unwrap().expect("the stream is cut");
+    let whole: String = (0..40).map(|i| format!("chunk {i}\n")).collect();
+    assert_eq!((streamed.status, streamed.text()), (StatusCode::OK, whole));
+    assert_eq!(
+        deploy.await.unwrap().expect("the deploy is cut"),
+        StatusCode::CREATED
+    );
+    let status = tokio::time::timeout(grace, server.child.wait())
+        .await
+        .expect("still running after the grace period")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert!(signalled.elapsed() < grace);
+    let mut served = 0;
+    for task in load {
+        served += task.await.unwrap();
+    }
+    assert!(served > 0);
+
+    // The deploy that finished is the active build, whole.
+    let server = Process::start(&data).await;
+    assert_eq!(
+        server.get("app.localhost", "/").await.text(),
+        "javascript saw /; visits=1\n"
+    );
+    let (_, builds) = server
+        .admin("GET", "/v1/projects/app/deployments", None)
+        .await;
+    assert_eq!(builds["data"].as_array().unwrap().len(), 2, "{builds}");
+    assert_eq!(scratch_bytes(&data), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_end_of_the_grace_period_the_process_exits_and_a_cut_deploy_is_absent() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let grace_env = ("SWITCHYARD__HTTP__SHUTDOWN_GRACE_MS", "1000".to_string());
+    let mut server = Process::start_with(&data, &[grace_env]).await;
+    for (project, wasm) in [("app", artifacts::HELLO), ("slow", artifacts::HOSTILE)] {
+        let bundle = component_bundle(wasm, "");
+        assert_eq!(server.deploy(project, bundle).await, StatusCode::CREATED);
+    }
+    let public = server.public;
+    let stuck = tokio::spawn(async move {
+        public_request(public, "slow.localhost", "GET", "/sleep?ms=60000", None).await
+    });
+    wait_for_log(server.admin, "slow", "sleeping").await;
+    let big = component_bundle(artifacts::PYTHON, "");
+    let deploy = begin_upload(server.admin, "app", &big, 0).finish().await;
+    until("the bundle is spooled", || {
+        scratch_bytes(&data) >= big.len() as u64
+    })
+    .await;
+
+    let signalled = Instant::now();
+    server.signal("TERM").await;
+    let status = tokio::time::timeout(Duration::from_secs(10), server.child.wait())
+        .await
+        .expect("still running 10 s into a 1 s grace period")
+        .unwrap();
+    let exited_after = signalled.elapsed();
+    assert!(status.success(), "{status}");
+    assert!(
+        exited_after < Duration::from_secs(4),
+        "a 1 s grace period took {exited_after:?}"
+    );
+    assert!(stuck.await.unwrap().is_err(), "the sleeper was cut");
+
+    // The deploy finished in time or is wholly absent.
+    let deployed = deploy.await.unwrap();
+    let server = Process::start(&data).await;
+    let (_, builds) = server
+        .admin("GET", "/v1/projects/app/deployments", None)
+        .await;
+    let builds = builds["data"].as_array().unwrap().len();
+    let body = server.get("app.localhost", "/").await.text();
+    if deployed.is_ok_and(|status| status == StatusCode::CREATED) {
+        assert_eq!(builds, 2);
+        assert!(body.starts_with("python saw /"), "{body}");
+    } else {
+        assert_eq!(builds, 1);
+        assert_eq!(body, "Hello from Switchyard!\n");
+    }
+    assert_eq!(scratch_bytes(&data), 0);
+    eprintln!("exited {exited_after:?} after SIGTERM with a 1 s grace period");
+}
+
+/// What the writers below had been answered when the server died.
+#[derive(Clone, Default)]
+struct Acknowledged {
+    /// Per counter path, the highest count answered.
+    visits: BTreeMap<String, i64>,
+    /// Rows answered `201`: id → title.
+    todos: BTreeMap<i64, String>,
+}
+
+impl Acknowledged {
+    fn writes(&self) -> usize {
+        self.todos.len() + self.visits.values().map(|&n| n as usize).sum::<usize>()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_acknowledged_before_a_sigkill_under_load_survive_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Process::start(&data).await;
+    assert_eq!(
+        server
+            .deploy("counter", component_bundle(artifacts::COUNTER, ""))
+            .await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        server.deploy("todos", todo_api_bundle()).await,
+        StatusCode::CREATED
+    );
+
+    // Eight writers, each until the server stops answering: four bump a
+    // kv counter of their own, four insert database rows.
+    let acknowledged = Arc::new(Mutex::new(Acknowledged::default()));
+    let mut writers = Vec::new();
+    for writer in 0..4 {
+        let (public, acked) = (server.public, acknowledged.clone());
+        writers.push(tokio::spawn(async move {
+            let path = format!("/visits/writer-{writer}");
+            while let Ok(reply) =
+                public_request(public, "counter.localhost", "GET", &path, None).await
+            {
+                assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+                let visits = reply.json()["visits"].as_i64().unwrap();
+                acked.lock().unwrap().visits.insert(path.clone(), visits);
+            }
+        }));
+        let (public, acked) = (server.public, acknowledged.clone());
+        writers.push(tokio::spawn(async move {
+            for row in 0.. {
+                let title = format!("writer {writer}, row {row}");
+                let body = json!({ "title": title });
+                let Ok(reply) =
+                    public_request(public, "todos.localhost", "POST", "/api/todos", Some(body))
+                        .await
+                else {
+                    return;
+                };
+                assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+                let id = reply.json()["id"].as_i64().unwrap();
+                acked.lock().unwrap().todos.insert(id, title);
+            }
+        }));
+    }
+    until("hundreds of writes are acknowledged", || {
+        acknowledged.lock().unwrap().writes() >= 400
+    })
+    .await;
+    server.kill9().await;
+    for writer in writers {
+        tokio::time::timeout(Duration::from_secs(10), writer)
+            .await
+            .expect("a writer still waits on a killed server")
+            .unwrap();
+    }
+    let acked = acknowledged.lock().unwrap().clone();
+    assert!(!acked.todos.is_empty() && acked.visits.len() == 4);
+
+    let server = Process::start(&data).await;
+    for (path, &last) in &acked.visits {
+        let reply = server.get("counter.localhost", path).await;
+        let visits = reply.json()["visits"].as_i64().unwrap();
+        assert!(
+            visits > last,
+            "{path}: {last} was acknowledged, the next visit counts {visits}"
+        );
+    }
+    for (id, title) in &acked.todos {
+        let reply = server
+            .get("todos.localhost", &format!("/api/todos/{id}"))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "row {id}: {}", reply.text());
+        assert_eq!(reply.json()["title"], title.as_str());
+    }
+    assert_databases_intact(&data);
+    eprintln!(
+        "acknowledged before the kill: {} rows, {} counter increments",
+        acked.todos.len(),
+        acked.writes() - acked.todos.len()
+    );
 }
 
 fn sleep_on(public: SocketAddr, ms: u64) -> tokio::task::JoinHandle<Reply> {

@@ -441,27 +441,14 @@ async fn a_database_server_that_goes_away_answers_db_unavailable_then_comes_back
     let mut server = TestServer::start_with(config).await;
     server.keep(dir);
     server.deploy_component("canary", artifacts::HELLO).await;
-    let manifest = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/todo-api/switchyard.toml"
-    ))
-    .unwrap();
-    let (status, body) = server
-        .deploy("todos", component_bundle(artifacts::TODO_API, &manifest))
-        .await;
+    let (status, body) = server.deploy("todos", todo_api_bundle()).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let add = |title: &'static str| {
-        let server = &server;
-        async move {
-            let builder = http::Request::builder()
-                .method("POST")
-                .uri("/api/todos")
-                .header("content-type", "application/json");
-            let body = serde_json::json!({ "title": title }).to_string();
-            server
-                .public_send("todos.localhost", builder, bytes::Bytes::from(body))
-                .await
-        }
+        server.post_json(
+            "todos.localhost",
+            "/api/todos",
+            serde_json::json!({ "title": title }),
+        )
     };
     assert_eq!(add("before").await.status, StatusCode::CREATED);
 
@@ -509,4 +496,217 @@ async fn a_database_server_that_goes_away_answers_db_unavailable_then_comes_back
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(add("after").await.status, StatusCode::CREATED);
+}
+
+/// A tmpfs of a few MiB on a fresh directory, so the test can fill it;
+/// unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// Mounts it; `None` where mounting needs a privilege the test lacks.
+    fn mount(size_mib: u64) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={size_mib}m,mode=0700"))
+            .arg("switchyard-test")
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        mounted.then_some(SmallDisk { dir })
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Writes a ballast file until at most `leave` bytes are free.
+    fn fill(&self, leave: u64) {
+        use std::io::Write;
+        let mut ballast = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path().join("ballast"))
+            .unwrap();
+        let chunk = vec![0xa5u8; 64 * 1024];
+        loop {
+            let free = switchyard_runtime::disk::free_bytes(self.path()).unwrap();
+            if free <= leave {
+                return;
+            }
+            let n = usize::try_from(free - leave).unwrap().min(chunk.len());
+            match ballast.write_all(&chunk[..n]) {
+                Ok(()) => {}
+                Err(e) if switchyard_runtime::disk::is_full(&e) => return,
+                Err(e) => panic!("writing the ballast: {e}"),
+            }
+        }
+    }
+
+    /// Frees the space [`Self::fill`] took.
+    fn empty(&self) {
+        std::fs::remove_file(self.path().join("ballast")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_deploys_and_writes_cleanly_and_recovers_when_space_returns() {
+    let Some(disk) = SmallDisk::mount(64) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "mounting a tmpfs needs root, which CI has"
+        );
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let data = disk.path().join("data");
+    let server = TestServer::start_with(config(&data)).await;
+    server.deploy_component("canary", artifacts::HELLO).await;
+    server.deploy_component("app", artifacts::HELLO).await;
+    server.deploy_component("counter", artifacts::COUNTER).await;
+    let (status, body) = server.deploy("todos", todo_api_bundle()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let add_todo = |title: String| {
+        server.post_json(
+            "todos.localhost",
+            "/api/todos",
+            serde_json::json!({ "title": title }),
+        )
+    };
+    let put_flash = |kib: usize| {
+        let server = &server;
+        async move {
+            let builder = http::Request::builder().method("PUT").uri("/flash");
+            let body = bytes::Bytes::from(vec![b'f'; kib * 1024]);
+            server.public_send("counter.localhost", builder, body).await
+        }
+    };
+    let mut rows = Vec::new();
+    let before = add_todo("before".into()).await;
+    assert_eq!(before.status, StatusCode::CREATED);
+    rows.push(before.json());
+    let assert_app_unchanged = |builds: usize| {
+        let server = &server;
+        async move {
+            let reply = server.get("app.localhost", "/").await;
+            assert_eq!(
+                reply.text(),
+                "Hello from Switchyard!\n",
+                "the old build serves"
+            );
+            let (_, listed) = server
+                .admin("GET", "/v1/projects/app/deployments", None)
+                .await;
+            assert_eq!(listed["data"].as_array().unwrap().len(), builds);
+            assert_eq!(scratch_bytes(&server.data_dir), 0, "no scratch left");
+        }
+    };
+
+    // Not a byte left: the upload cannot even be spooled.
+    disk.fill(0);
+    let (status, body) = server
+        .deploy("app", component_bundle(artifacts::PLAIN_PROXY, ""))
+        .await;
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
+    assert_eq!(body["error"]["code"], "STORAGE_FULL");
+    assert!(
+        !body.to_string().contains(disk.path().to_str().unwrap()),
+        "{body}"
+    );
+    assert_app_unchanged(1).await;
+
+    // Database writes fail once the write-ahead log can grow no more: as
+    // the database being unavailable, not as the tenant's quota.
+    let title = "t".repeat(64 * 1024);
+    let refused = 'writes: {
+        for _ in 0..500 {
+            let reply = add_todo(title.clone()).await;
+            if reply.status != StatusCode::CREATED {
+                break 'writes reply;
+            }
+            rows.push(reply.json());
+        }
+        panic!("500 rows of 64 KiB fit on a full 64 MiB disk");
+    };
+    assert_eq!(
+        (refused.status, refused.code()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "DB_UNAVAILABLE".to_string()
+        ),
+        "{}",
+        refused.text()
+    );
+    // The kv store the same.
+    let refused = 'writes: {
+        for _ in 0..500 {
+            let reply = put_flash(256).await;
+            if reply.status != StatusCode::NO_CONTENT {
+                break 'writes reply;
+            }
+        }
+        panic!("500 kv writes of 256 KiB fit on a full 64 MiB disk");
+    };
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        refused.text()
+    );
+    canary_served(&server).await;
+    assert_eq!(
+        server
+            .get("todos.localhost", "/api/todos?limit=1")
+            .await
+            .status,
+        StatusCode::OK,
+        "reads still work"
+    );
+
+    // Room for the upload, not for the compiled component.
+    disk.empty();
+    let bundle = component_bundle(artifacts::HOSTILE, "");
+    disk.fill(bundle.len() as u64 + 128 * 1024);
+    let (status, body) = server.deploy("app", bundle).await;
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
+    assert_eq!(body["error"]["code"], "STORAGE_FULL");
+    assert_app_unchanged(1).await;
+
+    // Space comes back: everything works again, without a restart, and
+    // every acknowledged row is there.
+    disk.empty();
+    let (status, body) = server
+        .deploy("app", component_bundle(artifacts::PLAIN_PROXY, ""))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert!(
+        server
+            .get("app.localhost", "/")
+            .await
+            .text()
+            .starts_with("plain proxy saw /")
+    );
+    assert_eq!(add_todo("after".into()).await.status, StatusCode::CREATED);
+    assert_eq!(put_flash(1).await.status, StatusCode::NO_CONTENT);
+    for row in &rows {
+        let reply = server
+            .get("todos.localhost", &format!("/api/todos/{}", row["id"]))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.json()["title"], row["title"]);
+    }
+    canary_served(&server).await;
+    assert_databases_intact(&data);
 }

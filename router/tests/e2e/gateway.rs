@@ -8,18 +8,9 @@ use http::{Request, StatusCode};
 use serde_json::{Value, json};
 use switchyard_test_artifacts as artifacts;
 
-fn todo_bundle() -> Vec<u8> {
-    let manifest = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/todo-api/switchyard.toml"
-    ))
-    .unwrap();
-    component_bundle(artifacts::TODO_API, &manifest)
-}
-
 /// Deploys todo-api as `project` and returns a (public, server) key pair.
 async fn todo_project(server: &TestServer, project: &str) -> (String, String) {
-    let (status, body) = server.deploy(project, todo_bundle()).await;
+    let (status, body) = server.deploy(project, todo_api_bundle()).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let mut keys = Vec::new();
     for kind in ["public", "server"] {

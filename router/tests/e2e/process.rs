@@ -7,6 +7,7 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -15,6 +16,8 @@ pub struct ServeProcess {
     pub child: tokio::process::Child,
     pub public: SocketAddr,
     pub admin: SocketAddr,
+    /// Lines of its stderr that report a panic.
+    panics: Arc<Mutex<Vec<String>>>,
 }
 
 impl ServeProcess {
@@ -80,16 +83,28 @@ impl ServeProcess {
         });
         banner.await.expect("no banner within 60 s");
         // Keep draining stderr so the server never blocks on it.
+        let panics = Arc::new(Mutex::new(Vec::new()));
+        let logged = panics.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 eprintln!("server: {line}");
+                if line.contains("panicked at") {
+                    logged.lock().unwrap().push(line);
+                }
             }
         });
         ServeProcess {
             child,
             public: public.unwrap(),
             admin: admin.unwrap(),
+            panics,
         }
+    }
+
+    /// Fails the test if the server has logged a panic.
+    pub fn assert_no_panic_logged(&self) {
+        let panics = self.panics.lock().unwrap();
+        assert!(panics.is_empty(), "the server panicked: {panics:?}");
     }
 
     pub fn pid(&self) -> i32 {
@@ -154,5 +169,34 @@ impl ServeProcess {
             .body(Full::new(Bytes::new()))
             .unwrap();
         send(request).await
+    }
+}
+
+/// A request with an optional JSON body to the public listener at `public`;
+/// the error if no whole response arrives (the server died or shut down).
+pub async fn public_request(
+    public: SocketAddr,
+    host: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<Reply, String> {
+    let request = Request::builder()
+        .method(method)
+        .uri(format!("http://{public}{path}"))
+        .header("host", host)
+        .header("content-type", "application/json")
+        .body(Full::new(
+            body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
+        ))
+        .unwrap();
+    try_send(request).await
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.assert_no_panic_logged();
+        }
     }
 }

@@ -230,6 +230,25 @@ impl Conn {
         result
     }
 
+    /// Whether the filesystem holding `path` has less room left than
+    /// this database's quota (`max_page_count`) allows it to grow.
+    fn disk_has_less_room_than_quota(&self, path: &Path) -> bool {
+        let quota_room = self.trusted(|conn| -> rusqlite::Result<i64> {
+            let pragma = |name| conn.pragma_query_value(None, name, |r| r.get::<_, i64>(0));
+            let (max, pages, size) = (
+                pragma("max_page_count")?,
+                pragma("page_count")?,
+                pragma("page_size")?,
+            );
+            Ok(max.saturating_sub(pages).saturating_mul(size))
+        });
+        let dir = path.parent().unwrap_or(path);
+        match (quota_room, crate::disk::free_bytes(dir)) {
+            (Ok(quota_room), Some(disk_room)) => disk_room < u64::try_from(quota_room).unwrap_or(0),
+            _ => false,
+        }
+    }
+
     /// Sets the file's size cap from the quota.
     fn set_quota(&mut self, quota_bytes: u64) -> rusqlite::Result<()> {
         if self.quota_bytes == Some(quota_bytes) {
@@ -293,7 +312,7 @@ impl ProjectDb {
             let Some(conn) = slot.as_mut() else {
                 return Err(CallError::whole(DbError::unavailable("no writer")));
             };
-            let result = f(conn);
+            let result = f(conn).map_err(|e| blame_a_full_disk(e, conn, &path));
             // A connection left inside a transaction (a failed rollback)
             // would fail every later call: open a fresh one next time.
             if !conn.conn.is_autocommit() {
@@ -330,6 +349,18 @@ impl ProjectDb {
         })
         .await
     }
+}
+
+/// `SQLITE_FULL` comes both from the quota (`max_page_count`) and from a
+/// full disk, and SQLite does not say which. When the disk had less room
+/// left than the quota, the disk is blamed: `DB_UNAVAILABLE`, the
+/// operator's problem (the path goes to the log), not `QUOTA_EXCEEDED`,
+/// which tells the tenant to delete data.
+fn blame_a_full_disk(mut e: CallError, conn: &Conn, path: &Path) -> CallError {
+    if matches!(e.error, DbError::QuotaExceeded) && conn.disk_has_less_room_than_quota(path) {
+        e.error = DbError::unavailable(format!("the disk holding {} is full", path.display()));
+    }
+    e
 }
 
 async fn acquire(

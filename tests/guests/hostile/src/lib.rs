@@ -9,6 +9,7 @@
 //! | `/recurse` | recurses until the wasm stack overflows |
 //! | `/alloc` | allocates 1 MiB blocks until memory runs out |
 //! | `/huge-body?mb=N[&declared]` | streams N MiB (with `declared`, announces it in `content-length` first) |
+//! | `/drip?chunks=N&ms=M` | prints `dripping`, then streams N lines (`chunk <i>`), one every M ms |
 //! | `/partial-then-trap` | sends headers and some body, then panics |
 //! | `/trap` | panics before responding |
 //! | `/no-response` | returns without setting a response |
@@ -49,6 +50,11 @@ fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     match path {
         // Routes that take over the response slot themselves.
         "/huge-body" => huge_body(out, param("mb").unwrap_or(10), query.contains("declared")),
+        "/drip" => drip(
+            out,
+            param("chunks").unwrap_or(10),
+            param("ms").unwrap_or(100),
+        ),
         "/partial-then-trap" => partial_then_trap(out),
         "/no-response" => {}
         "/bad-response" => ResponseOutparam::set(out, Err(ErrorCode::InternalError(None))),
@@ -215,6 +221,26 @@ fn huge_body(out: ResponseOutparam, mb: u64, declared: bool) {
                 return;
             }
             rest = &rest[n..];
+        }
+    }
+    drop(stream);
+    let _ = OutgoingBody::finish(body, None);
+}
+
+/// A response that takes its time: `chunks` lines, `ms` apart.
+fn drip(out: ResponseOutparam, chunks: u64, ms: u64) {
+    let body = respond(out, Fields::new());
+    let stream = body.write().expect("stream taken once");
+    println!("dripping");
+    for i in 0..chunks {
+        if i > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+        if stream
+            .blocking_write_and_flush(format!("chunk {i}\n").as_bytes())
+            .is_err()
+        {
+            return;
         }
     }
     drop(stream);
