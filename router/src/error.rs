@@ -104,9 +104,9 @@ pub enum ApiError {
     /// The component was refused at deploy.
     #[error(transparent)]
     Load(LoadError),
-    /// The disk holding the server's data is full; nothing was changed.
+    /// The disk holding the server's data is full, so a write was refused.
     /// The detail is for the operator's log.
-    #[error("the server is out of storage space; nothing was changed")]
+    #[error("the server is out of storage space")]
     StorageFull(String),
     /// A backend is down or slow; retrying later may work.
     #[error("a backend is unavailable; try again shortly")]

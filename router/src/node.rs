@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::deploy::Deployer;
 use crate::error::ApiError;
 use crate::routing::RouteTable;
-use crate::server::{Handler, ListenerSpec, accept_loop, bind};
+use crate::server::{Handler, ListenerSpec, OpenConnections, accept_loop, bind};
 use crate::storage::StoragePlan;
 use crate::store::{Change, ControlStore};
 use crate::tenant::RequestLimiter;
@@ -25,6 +25,9 @@ use tokio::task::JoinHandle;
 
 /// How often objects no build refers to are collected.
 const GARBAGE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Connections the admin listener serves at once.
+const ADMIN_CONNECTIONS: usize = 1024;
 
 /// Why the node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -175,18 +178,20 @@ impl Node {
         match self.runtime.app(spec).await {
             Err(LoadError::ArtifactMissing(id)) => {
                 let compile = async {
-                    let bytes = self
-                        .blobs
-                        .component(&id)
-                        .await
-                        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+                    let bytes = self.blobs.component(&id).await.map_err(ApiError::from)?;
                     self.runtime.compile(&bytes).await?;
                     Ok::<_, ApiError>(())
                 };
                 self.recompiling
                     .try_get_with(id.clone(), compile)
                     .await
-                    .map_err(|e| ApiError::Internal(format!("recompiling {id} failed: {e}")))?;
+                    .map_err(|e| match &*e {
+                        // A request may retry; the operator's log says why.
+                        ApiError::StorageFull(detail) | ApiError::Unavailable(detail) => {
+                            ApiError::Unavailable(format!("recompiling {id}: {detail}"))
+                        }
+                        other => ApiError::Internal(format!("recompiling {id} failed: {other}")),
+                    })?;
                 self.recompiling.invalidate(&id).await;
                 Ok(self.runtime.app(spec).await?)
             }
@@ -216,6 +221,7 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     stop: watch::Sender<bool>,
     supervisor: JoinHandle<()>,
+    open: Arc<OpenConnections>,
 }
 
 impl Running {
@@ -223,6 +229,11 @@ impl Running {
     /// in flight get `http.shutdown_grace_ms` to finish.
     pub fn shutdown(&self) {
         let _ = self.stop.send(true);
+    }
+
+    /// Connections open now, on every listener.
+    pub fn open_connections(&self) -> usize {
+        self.open.get()
     }
 
     /// Waits until the node has stopped.
@@ -263,6 +274,7 @@ pub async fn start_with(config: Config, options: NodeOptions) -> Result<Running,
 
     let http = Arc::new(config.http.clone());
     let public_connections = Arc::new(Semaphore::new(config.http.max_connections));
+    let open = Arc::new(OpenConnections::default());
     let public_handler: Handler = {
         let node = node.clone();
         Arc::new(move |request, conn| {
@@ -285,13 +297,15 @@ pub async fn start_with(config: Config, options: NodeOptions) -> Result<Running,
             handler: public_handler.clone(),
             http: http.clone(),
             connections: public_connections.clone(),
+            open: open.clone(),
         },
         ListenerSpec {
             listener: admin,
             tls: None,
             handler: admin_handler,
             http: http.clone(),
-            connections: Arc::new(Semaphore::new(1024)),
+            connections: Arc::new(Semaphore::new(ADMIN_CONNECTIONS)),
+            open: open.clone(),
         },
     ];
     if let Some(listener) = tls {
@@ -303,6 +317,7 @@ pub async fn start_with(config: Config, options: NodeOptions) -> Result<Running,
             handler: public_handler,
             http,
             connections: public_connections,
+            open: open.clone(),
         });
     }
 
@@ -345,6 +360,7 @@ pub async fn start_with(config: Config, options: NodeOptions) -> Result<Running,
         admin_addr,
         stop,
         supervisor,
+        open,
     })
 }
 

@@ -17,6 +17,7 @@ use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -43,6 +44,34 @@ pub struct ListenerSpec {
     pub http: Arc<HttpConfig>,
     /// Shared by listeners that share a connection cap.
     pub connections: Arc<Semaphore>,
+    /// The node's count of open connections, on every listener.
+    pub open: Arc<OpenConnections>,
+}
+
+/// Connections being served now (the cap's permits do not say: each accept
+/// loop holds one while it waits for the next connection).
+#[derive(Default)]
+pub struct OpenConnections(AtomicUsize);
+
+impl OpenConnections {
+    /// How many.
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn enter(self: &Arc<Self>) -> OpenConnection {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(self.clone())
+    }
+}
+
+/// One open connection, counted until dropped.
+struct OpenConnection(Arc<OpenConnections>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Accepts connections until `stop` turns true; each connection is served
@@ -58,6 +87,7 @@ pub async fn accept_loop(
         handler,
         http,
         connections,
+        open,
     } = spec;
     let builder = Arc::new(http_builder(&http));
     loop {
@@ -85,8 +115,9 @@ pub async fn accept_loop(
         let watcher = graceful.watcher();
         let (tls, handler, http, builder) =
             (tls.clone(), handler.clone(), http.clone(), builder.clone());
+        let counted = open.enter();
         tokio::spawn(async move {
-            let _permit = permit;
+            let (_permit, _counted) = (permit, counted);
             let idle = Duration::from_millis(http.idle_timeout_ms);
             let activity = Activity::new();
             match tls {

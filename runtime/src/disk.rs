@@ -18,10 +18,17 @@ use std::path::Path;
 pub fn is_full(error: &(dyn Error + 'static)) -> bool {
     let mut next = Some(error);
     while let Some(error) = next {
-        if let Some(io) = error.downcast_ref::<std::io::Error>()
-            && matches!(io.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
-        {
-            return true;
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            if matches!(io.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded) {
+                return true;
+            }
+            // An io::Error wrapping another error gives that error's
+            // source, not the error itself.
+            if let Some(inner) = io.get_ref()
+                && is_full(inner)
+            {
+                return true;
+            }
         }
         if let Some(rusqlite::Error::SqliteFailure(failure, _)) =
             error.downcast_ref::<rusqlite::Error>()
@@ -34,8 +41,9 @@ pub fn is_full(error: &(dyn Error + 'static)) -> bool {
     false
 }
 
-/// Bytes an unprivileged writer can still put on the filesystem holding
-/// `path`, or `None` if it cannot be asked.
+/// Bytes this process can still put on the filesystem holding `path`
+/// (root may use the blocks reserved for it), or `None` if it cannot be
+/// asked.
 pub fn free_bytes(path: &Path) -> Option<u64> {
     let path = CString::new(path.as_os_str().as_bytes()).ok()?;
     let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
@@ -47,7 +55,13 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
     }
     // SAFETY: statvfs returned 0, so it filled in `stat`.
     let stat = unsafe { stat.assume_init() };
-    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let blocks = if unsafe { libc::geteuid() } == 0 {
+        stat.f_bfree
+    } else {
+        stat.f_bavail
+    };
+    Some(blocks.saturating_mul(stat.f_frsize))
 }
 
 #[cfg(test)]
@@ -67,12 +81,15 @@ mod tests {
         assert!(is_full(&quota));
         let denied = std::io::Error::from_raw_os_error(libc::EACCES);
         assert!(!is_full(&Wrapper(denied)));
+        let sqlite_full = || {
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                None,
+            )
+        };
+        assert!(is_full(&std::io::Error::other(sqlite_full())));
 
-        let sqlite = rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
-            None,
-        );
-        assert!(is_full(&sqlite));
+        assert!(is_full(&sqlite_full()));
         let busy = rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
             None,

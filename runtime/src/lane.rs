@@ -16,7 +16,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
@@ -28,7 +28,8 @@ const NICE: libc::c_int = 19;
 /// A guest's run, moved to the lane; dropping it aborts the run (as the
 /// caller dropping the guest in place would have dropped it).
 pub(crate) struct Background<T> {
-    handle: JoinHandle<T>,
+    handle: JoinHandle<Option<T>>,
+    abandoned: Arc<Mutex<bool>>,
 }
 
 /// Moves `run` to the lane, or hands it back if there is no lane.
@@ -38,9 +39,17 @@ where
     F::Output: Send + 'static,
 {
     match lane() {
-        Some(lane) => Ok(Background {
-            handle: lane.spawn(run),
-        }),
+        Some(lane) => {
+            let abandoned = Arc::new(Mutex::new(false));
+            let run = Leashed {
+                run,
+                abandoned: abandoned.clone(),
+            };
+            Ok(Background {
+                handle: lane.spawn(run),
+                abandoned,
+            })
+        }
         None => Err(run),
     }
 }
@@ -50,13 +59,43 @@ impl<T> Future for Background<T> {
     type Output = Option<T>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.handle).poll(cx).map(Result::ok)
+        Pin::new(&mut self.handle)
+            .poll(cx)
+            .map(|joined| joined.ok().flatten())
     }
 }
 
 impl<T> Drop for Background<T> {
     fn drop(&mut self) {
+        // Waits out a poll in progress on the lane (at most about one
+        // epoch tick): the run may hold timers of the caller's runtime,
+        // which, when the caller's runtime is shutting down, must not be
+        // polled again once its tasks (and so this handle) are dropped.
+        *self
+            .abandoned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = true;
         self.handle.abort();
+    }
+}
+
+/// The run as the lane polls it: never again once its [`Background`]
+/// handle is gone.
+struct Leashed<F: ?Sized> {
+    run: Pin<Box<F>>,
+    abandoned: Arc<Mutex<bool>>,
+}
+
+impl<F: Future + ?Sized> Future for Leashed<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Leashed { run, abandoned } = self.get_mut();
+        let abandoned = abandoned.lock().unwrap_or_else(PoisonError::into_inner);
+        if *abandoned {
+            return Poll::Ready(None);
+        }
+        run.as_mut().poll(cx).map(Some)
     }
 }
 

@@ -12,7 +12,7 @@ use crate::error::{LoadError, StartError};
 use crate::ids::{BuildId, ComponentId, ProjectId};
 use crate::imports::check_component;
 use crate::logs::{LogRegistry, ProjectLog};
-use crate::state::{GuestMetrics, RequestState, TenantCtx};
+use crate::state::{GuestMetrics, LiveStores, RequestState, TenantCtx};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use wasmtime::Engine;
@@ -28,6 +28,9 @@ pub struct RuntimeStats {
     pub deserialized: u64,
     /// Apps currently cached.
     pub apps: u64,
+    /// Stores alive now: requests running, plus cancelled ones whose guest
+    /// has not yet been dropped. Zero when the runtime is idle.
+    pub live_stores: u64,
 }
 
 /// The sandbox. Create one per process and share it (`Arc`).
@@ -42,6 +45,7 @@ pub struct Runtime {
     config: RuntimeConfig,
     ticker: Arc<EpochTicker>,
     egress: Arc<Egress>,
+    live_stores: Arc<LiveStores>,
 }
 
 impl Runtime {
@@ -75,6 +79,7 @@ impl Runtime {
             backends,
             config,
             ticker,
+            live_stores: Arc::default(),
         })
     }
 
@@ -175,6 +180,7 @@ impl Runtime {
             compiled,
             deserialized,
             apps: self.apps.entry_count(),
+            live_stores: self.live_stores.get(),
         }
     }
 
@@ -199,6 +205,7 @@ impl Runtime {
             egress_allowlist: spec.egress.clone(),
             egress: self.egress.clone(),
             logs: self.logs.clone(),
+            live_stores: self.live_stores.clone(),
             _ticker: self.ticker.clone(),
         };
         Ok(Arc::new(App {

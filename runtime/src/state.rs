@@ -15,6 +15,7 @@ use crate::ids::{BuildId, ProjectId};
 use crate::limits::{GuestLimiter, Limits};
 use crate::logs::{GuestOutput, LogRegistry, LogSource, RequestLog};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::ResourceTable;
@@ -47,6 +48,9 @@ pub(crate) struct TenantCtx {
     /// How long a guest may execute on the caller's thread before it moves
     /// to the background lane; `None`: never.
     pub(crate) background_after: Option<Duration>,
+    /// The runtime's count of live stores, which each store of this app
+    /// joins while it exists.
+    pub(crate) live_stores: Arc<LiveStores>,
     /// Keeps the epoch ticking while any store of this app lives, even past
     /// the `Runtime`: without ticks a spinning guest would never yield or
     /// reach its deadline.
@@ -81,6 +85,7 @@ impl TenantCtx {
             schema: Arc::new(Schema::default()),
             egress_allowlist: Arc::default(),
             egress: Arc::new(Egress::new(&Default::default()).expect("egress defaults are valid")),
+            live_stores: Arc::default(),
             _ticker: Arc::new(ticker),
         }
     }
@@ -120,6 +125,34 @@ impl GuestMetrics {
     }
 }
 
+/// How many stores a runtime has alive. Each holds a pool slot and its
+/// app's concurrency permit until it is dropped, so once every guest is
+/// done (cancelled ones included) this is back to zero.
+#[derive(Default)]
+pub(crate) struct LiveStores(AtomicU64);
+
+impl LiveStores {
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One store, counted in its runtime's [`LiveStores`] until dropped.
+struct LiveStore(Arc<LiveStores>);
+
+impl LiveStore {
+    fn new(stores: &Arc<LiveStores>) -> Self {
+        stores.0.fetch_add(1, Ordering::Relaxed);
+        LiveStore(stores.clone())
+    }
+}
+
+impl Drop for LiveStore {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The host state of one request's store.
 pub(crate) struct RequestState {
     pub(crate) tenant: Arc<TenantCtx>,
@@ -132,6 +165,7 @@ pub(crate) struct RequestState {
     db_calls: u32,
     /// Released when the store is dropped, i.e. when the guest is done.
     _slot: OwnedSemaphorePermit,
+    _live: LiveStore,
 }
 
 impl RequestState {
@@ -175,6 +209,7 @@ impl RequestState {
             kv_calls: 0,
             db_calls: 0,
             _slot: slot,
+            _live: LiveStore::new(&tenant.live_stores),
             tenant,
         }
     }

@@ -392,6 +392,9 @@ impl Deployer {
             Err(MigrationError::Unavailable { detail }) => Err(ApiError::Unavailable(format!(
                 "the project's database: {detail}"
             ))),
+            Err(MigrationError::StorageFull { detail }) => Err(ApiError::StorageFull(format!(
+                "the project's database: {detail}"
+            ))),
         }
     }
 
@@ -464,14 +467,27 @@ impl Drop for Held {
         let store = self.store.clone();
         let holder = std::mem::take(&mut self.holder);
         let kind = std::mem::replace(&mut self.kind, HeldKind::ObjectWrites);
+        // Retried: a lease left to expire would refuse the project's
+        // deploys for its whole TTL after, say, a full disk is cleared.
         tokio::spawn(async move {
-            let released = match &kind {
-                HeldKind::Deploy(project) => store.end_deploy(project, &holder).await,
-                HeldKind::ObjectWrites => store.end_object_writes(&holder).await,
-                HeldKind::Collection => store.end_collection(&holder).await,
-            };
-            if let Err(e) = released {
-                tracing::warn!(error = %e, "releasing a lease failed; it expires by itself");
+            let give_up =
+                tokio::time::Instant::now() + Duration::from_millis(LEASE_TTL_MS.unsigned_abs());
+            let mut pause = Duration::from_millis(100);
+            loop {
+                let released = match &kind {
+                    HeldKind::Deploy(project) => store.end_deploy(project, &holder).await,
+                    HeldKind::ObjectWrites => store.end_object_writes(&holder).await,
+                    HeldKind::Collection => store.end_collection(&holder).await,
+                };
+                let Err(e) = released else { return };
+                if pause == Duration::from_millis(100) {
+                    tracing::warn!(error = %e, "releasing a lease failed; retrying until it expires by itself");
+                }
+                if tokio::time::Instant::now() + pause >= give_up {
+                    return;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
             }
         });
     }

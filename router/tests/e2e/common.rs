@@ -65,6 +65,27 @@ impl TestServer {
         }
     }
 
+    /// Waits until the server holds nothing a test gave it: every
+    /// connection closed and every guest's store dropped (so its pool slot
+    /// and concurrency permit are back). Both are this server's own counts,
+    /// unaffected by tests running beside it.
+    pub async fn assert_back_to_baseline(&self) {
+        let running = self.running.as_ref().expect("the server runs");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let connections = running.open_connections();
+            let stores = running.node.runtime.stats().live_stores;
+            if connections == 0 && stores == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "10 s on, still {connections} connections open and {stores} stores alive"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The admin listener's `/metrics` text.
     pub async fn metrics(&self) -> String {
         let request = Request::get(format!("http://{}/metrics", self.admin))
@@ -226,15 +247,18 @@ impl Drop for TestServer {
             running.shutdown();
         }
         if !std::thread::panicking() {
-            let panics = SERVER_PANICS.lock().unwrap_or_else(PoisonError::into_inner);
+            // Taken, so each panic fails one test, not every later one.
+            let panics =
+                std::mem::take(&mut *SERVER_PANICS.lock().unwrap_or_else(PoisonError::into_inner));
             assert!(panics.is_empty(), "a server task panicked: {panics:?}");
         }
     }
 }
 
 /// Panics outside the tests' own code: a server task's, which tokio
-/// catches, so no test would otherwise notice. Kept for the whole test
-/// binary: any one fails every server test that ends after it.
+/// catches, so no test would otherwise notice. Shared by the whole test
+/// binary: a panic fails the next server test to end, which may be another
+/// test than the one whose server panicked (the message says where).
 static SERVER_PANICS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 fn watch_for_server_panics() {
@@ -283,21 +307,34 @@ pub async fn send(request: Request<Full<Bytes>>) -> Reply {
     try_send(request).await.unwrap()
 }
 
+/// Why no whole response arrived.
+#[derive(Debug)]
+#[expect(
+    dead_code,
+    reason = "the fields are for failure messages, through Debug"
+)]
+pub enum SendError {
+    /// Not even its head: the connection was refused, reset or closed.
+    NoResponse(String),
+    /// The head arrived and the body broke off.
+    BodyCut(StatusCode, String),
+}
+
 /// Like [`send`], for a server that may go away: the error instead of a
 /// panic when no whole response arrives.
-pub async fn try_send(request: Request<Full<Bytes>>) -> Result<Reply, String> {
+pub async fn try_send(request: Request<Full<Bytes>>) -> Result<Reply, SendError> {
     let client = Client::builder(TokioExecutor::new()).build_http();
     let response = client
         .request(request)
         .await
-        .map_err(|e| format!("{e:?}"))?;
+        .map_err(|e| SendError::NoResponse(format!("{e:?}")))?;
     let status = response.status();
     let headers = response.headers().clone();
     let body = response
         .into_body()
         .collect()
         .await
-        .map_err(|e| format!("{e:?}"))?
+        .map_err(|e| SendError::BodyCut(status, format!("{e:?}")))?
         .to_bytes();
     Ok(Reply {
         status,

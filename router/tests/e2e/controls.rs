@@ -42,6 +42,7 @@ async fn suspend_is_a_kill_switch_and_resume_undoes_it() {
         server.get("hello.localhost", "/").await.status,
         StatusCode::OK
     );
+    server.assert_back_to_baseline().await;
 }
 
 #[tokio::test]
@@ -136,6 +137,7 @@ async fn the_rate_limit_answers_429_with_retry_after_and_the_quota_too() {
     );
     let (_, limits) = server.admin("GET", "/v1/projects/quota/limits", None).await;
     assert_eq!(limits["data"]["effective"]["dailyRequests"], 2);
+    server.assert_back_to_baseline().await;
 }
 
 #[tokio::test]
@@ -174,6 +176,7 @@ async fn the_concurrency_cap_answers_503_capacity() {
         "ok",
         "the slot is free again"
     );
+    server.assert_back_to_baseline().await;
 }
 
 #[tokio::test]
@@ -462,6 +465,8 @@ async fn logs_can_be_read_and_followed_and_metrics_count_requests() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
     assert!(bytes_out > 0, "{metrics}");
+    drop((body, client));
+    server.assert_back_to_baseline().await;
 }
 
 /// `[egress] allow` in switchyard.toml reaches the guest: an allowlisted
@@ -542,4 +547,5 @@ async fn egress_follows_the_manifest_allowlist_and_is_metered() {
             format!("switchyard_egress_requests_total{{project=\"caller\",result=\"{result}\"}} 1");
         assert!(metrics.contains(&line), "{line} missing:\n{metrics}");
     }
+    server.assert_back_to_baseline().await;
 }

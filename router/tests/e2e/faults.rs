@@ -291,6 +291,7 @@ async fn object_store_failures_and_stalls_answer_503_and_deploys_fail_cleanly() 
     assert!(big.text().starts_with("v4v4"));
     assert_eq!(deployments(&server, "site").await, 2);
     canary_served(&server).await;
+    server.assert_back_to_baseline().await;
 }
 
 /// A bundle whose asset and table are new at `step`, and whose component
@@ -496,6 +497,7 @@ async fn a_database_server_that_goes_away_answers_db_unavailable_then_comes_back
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(add("after").await.status, StatusCode::CREATED);
+    server.assert_back_to_baseline().await;
 }
 
 /// A tmpfs of a few MiB on a fresh directory, so the test can fill it;
@@ -614,17 +616,34 @@ async fn a_full_disk_refuses_deploys_and_writes_cleanly_and_recovers_when_space_
         }
     };
 
-    // Not a byte left: the upload cannot even be spooled.
+    // Each phase leaves room for the steps before the one that must fail.
+    let bundle = component_bundle(artifacts::HOSTILE, "");
+    let refused_deploy = |leave: u64| {
+        let (server, disk, bundle) = (&server, &disk, bundle.clone());
+        async move {
+            disk.fill(leave);
+            let (status, body) = server.deploy("app", bundle).await;
+            assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
+            assert_eq!(body["error"]["code"], "STORAGE_FULL");
+            assert!(
+                !body.to_string().contains(disk.path().to_str().unwrap()),
+                "{body}"
+            );
+            assert_app_unchanged(1).await;
+            disk.empty();
+        }
+    };
+    // Room for the deploy's lease, not for its upload.
+    refused_deploy(128 * 1024).await;
+    // Room for the upload, not for the compiled component.
+    refused_deploy(bundle.len() as u64 + 128 * 1024).await;
+
+    // Not a byte left.
     disk.fill(0);
     let (status, body) = server
         .deploy("app", component_bundle(artifacts::PLAIN_PROXY, ""))
         .await;
     assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
-    assert_eq!(body["error"]["code"], "STORAGE_FULL");
-    assert!(
-        !body.to_string().contains(disk.path().to_str().unwrap()),
-        "{body}"
-    );
     assert_app_unchanged(1).await;
 
     // Database writes fail once the write-ahead log can grow no more: as
@@ -675,15 +694,6 @@ async fn a_full_disk_refuses_deploys_and_writes_cleanly_and_recovers_when_space_
         "reads still work"
     );
 
-    // Room for the upload, not for the compiled component.
-    disk.empty();
-    let bundle = component_bundle(artifacts::HOSTILE, "");
-    disk.fill(bundle.len() as u64 + 128 * 1024);
-    let (status, body) = server.deploy("app", bundle).await;
-    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
-    assert_eq!(body["error"]["code"], "STORAGE_FULL");
-    assert_app_unchanged(1).await;
-
     // Space comes back: everything works again, without a restart, and
     // every acknowledged row is there.
     disk.empty();
@@ -709,4 +719,5 @@ async fn a_full_disk_refuses_deploys_and_writes_cleanly_and_recovers_when_space_
     }
     canary_served(&server).await;
     assert_databases_intact(&data);
+    server.assert_back_to_baseline().await;
 }

@@ -214,6 +214,7 @@ async fn rapid_reset_is_answered_with_goaway() {
     drop((read, write));
     assert_eq!(server.get("canary.localhost", "/").await.status, 200);
     until("connections to close", || open_fds() <= fds + 2).await;
+    server.assert_back_to_baseline().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,6 +264,7 @@ async fn a_continuation_flood_is_cut_off_at_the_header_limit() {
     assert!(seen.responses.is_empty(), "a request got through: {seen:?}");
     assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
     assert_eq!(server.get("canary.localhost", "/").await.status, 200);
+    server.assert_back_to_baseline().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,6 +308,7 @@ async fn an_empty_data_flood_costs_the_sender_not_the_server() {
     );
     assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
     assert_eq!(server.get("canary.localhost", "/").await.status, 200);
+    server.assert_back_to_baseline().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,4 +336,6 @@ async fn streams_beyond_the_limit_are_refused() {
     assert_eq!(refused, 8, "{seen:?}");
     assert!(seen.goaway.is_none());
     assert_eq!(server.get("canary.localhost", "/").await.status, 200);
+    drop((read, write));
+    server.assert_back_to_baseline().await;
 }

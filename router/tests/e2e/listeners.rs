@@ -68,6 +68,8 @@ async fn h2c_by_prior_knowledge_and_the_authority_rules() {
         .unwrap();
     let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    drop((response, sender));
+    server.assert_back_to_baseline().await;
 }
 
 #[tokio::test]
@@ -171,6 +173,7 @@ async fn header_uri_and_body_limits_answer_431_414_400_and_413() {
     .await;
     assert_eq!(status_line(&response), "HTTP/1.1 200 OK");
     assert!(response.contains("\"bodyBytes\":5"));
+    server.assert_back_to_baseline().await;
 }
 
 #[tokio::test]
@@ -285,6 +288,7 @@ async fn ambiguous_framing_closes_the_connection_and_smuggles_nothing() {
     assert_eq!(status_line(&response), "HTTP/1.1 200 OK");
     assert!(response.contains("\"bodyBytes\":5"), "{response}");
     assert!(!closed, "a keep-alive connection was closed");
+    server.assert_back_to_baseline().await;
 }
 
 #[tokio::test]
@@ -336,6 +340,7 @@ async fn slow_headers_time_out_and_the_connection_cap_holds() {
         .expect("served once a slot is free")
         .unwrap();
     assert_eq!(&response, b"HTTP/1.1 200");
+    server.assert_back_to_baseline().await;
 }
 
 /// Scheduling slack on a loaded two-core machine, for timing assertions.
@@ -431,6 +436,7 @@ async fn idle_connections_stalled_handshakes_and_slow_bodies_are_cut_off() {
         server.get("hello.localhost", "/").await.status,
         StatusCode::OK
     );
+    server.assert_back_to_baseline().await;
 }
 
 #[tokio::test]
@@ -680,4 +686,5 @@ async fn tls_serves_each_hostname_its_own_certificate() {
     )
     .await;
     assert_eq!(misdirected.status, StatusCode::MISDIRECTED_REQUEST);
+    server.assert_back_to_baseline().await;
 }

@@ -44,6 +44,8 @@ impl ServeProcess {
             .env("SWITCHYARD__RUNTIME__POOL__TOTAL_CORE_INSTANCES", "512")
             .env("SWITCHYARD__RUNTIME__POOL__TOTAL_TABLES", "128")
             .env("RUST_LOG", "warn")
+            // Load tests must not meet the rate limiter.
+            .env("SWITCHYARD__TENANTS__BURST", "1000000")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
@@ -180,7 +182,7 @@ pub async fn public_request(
     method: &str,
     path: &str,
     body: Option<serde_json::Value>,
-) -> Result<Reply, String> {
+) -> Result<Reply, SendError> {
     let request = Request::builder()
         .method(method)
         .uri(format!("http://{public}{path}"))

@@ -160,6 +160,13 @@ pub enum MigrationError {
         /// What went wrong, for the operator.
         detail: String,
     },
+    /// The disk holding the database is full (not the project's quota);
+    /// the detail is for the operator.
+    #[error("the server is out of storage space")]
+    StorageFull {
+        /// What could not be written, for the operator.
+        detail: String,
+    },
 }
 
 impl MigrationError {
@@ -169,6 +176,7 @@ impl MigrationError {
             MigrationError::Refused(_) => "MIGRATION_REFUSED",
             MigrationError::Failed(_) => "MIGRATION_FAILED",
             MigrationError::Unavailable { .. } => "DB_UNAVAILABLE",
+            MigrationError::StorageFull { .. } => "STORAGE_FULL",
         }
     }
 }

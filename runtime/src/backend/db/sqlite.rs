@@ -230,25 +230,6 @@ impl Conn {
         result
     }
 
-    /// Whether the filesystem holding `path` has less room left than
-    /// this database's quota (`max_page_count`) allows it to grow.
-    fn disk_has_less_room_than_quota(&self, path: &Path) -> bool {
-        let quota_room = self.trusted(|conn| -> rusqlite::Result<i64> {
-            let pragma = |name| conn.pragma_query_value(None, name, |r| r.get::<_, i64>(0));
-            let (max, pages, size) = (
-                pragma("max_page_count")?,
-                pragma("page_count")?,
-                pragma("page_size")?,
-            );
-            Ok(max.saturating_sub(pages).saturating_mul(size))
-        });
-        let dir = path.parent().unwrap_or(path);
-        match (quota_room, crate::disk::free_bytes(dir)) {
-            (Ok(quota_room), Some(disk_room)) => disk_room < u64::try_from(quota_room).unwrap_or(0),
-            _ => false,
-        }
-    }
-
     /// Sets the file's size cap from the quota.
     fn set_quota(&mut self, quota_bytes: u64) -> rusqlite::Result<()> {
         if self.quota_bytes == Some(quota_bytes) {
@@ -357,10 +338,31 @@ impl ProjectDb {
 /// operator's problem (the path goes to the log), not `QUOTA_EXCEEDED`,
 /// which tells the tenant to delete data.
 fn blame_a_full_disk(mut e: CallError, conn: &Conn, path: &Path) -> CallError {
-    if matches!(e.error, DbError::QuotaExceeded) && conn.disk_has_less_room_than_quota(path) {
+    if matches!(e.error, DbError::QuotaExceeded) && conn.trusted(disk_ran_out_first) {
         e.error = DbError::unavailable(format!("the disk holding {} is full", path.display()));
     }
     e
+}
+
+/// Whether the filesystem holding `conn`'s database has less room left
+/// than the database's quota (`max_page_count`) lets it grow: after
+/// `SQLITE_FULL`, whether the disk rather than the quota ran out. Needs a
+/// trusted connection (it reads pragmas).
+fn disk_ran_out_first(conn: &Connection) -> bool {
+    let quota_room = (|| -> rusqlite::Result<i64> {
+        let pragma = |name| conn.pragma_query_value(None, name, |r| r.get::<_, i64>(0));
+        let (max, pages, size) = (
+            pragma("max_page_count")?,
+            pragma("page_count")?,
+            pragma("page_size")?,
+        );
+        Ok(max.saturating_sub(pages).saturating_mul(size))
+    })();
+    let dir = conn.path().map(Path::new).and_then(Path::parent);
+    match (quota_room, dir.and_then(crate::disk::free_bytes)) {
+        (Ok(quota_room), Some(disk_room)) => disk_room < u64::try_from(quota_room).unwrap_or(0),
+        _ => false,
+    }
 }
 
 async fn acquire(
@@ -655,10 +657,8 @@ fn migrate(
     schema: &Schema,
     removals: Removals,
 ) -> Result<Vec<String>, MigrationError> {
-    let unavailable = |e: rusqlite::Error| MigrationError::Unavailable {
-        detail: e.to_string(),
-    };
-    conn.execute_batch("BEGIN IMMEDIATE").map_err(unavailable)?;
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| db_migration_error(conn, &e, "begin"))?;
     let outcome = migrate_in_transaction(conn, schema, removals);
     let end = if outcome.is_ok() {
         "COMMIT"
@@ -667,7 +667,7 @@ fn migrate(
     };
     match (outcome, conn.execute_batch(end)) {
         (Ok(steps), Ok(())) => Ok(steps),
-        (Ok(_), Err(e)) => Err(db_migration_error(&e, "commit")),
+        (Ok(_), Err(e)) => Err(db_migration_error(conn, &e, "commit")),
         (Err(e), _) => Err(e),
     }
 }
@@ -677,25 +677,23 @@ fn migrate_in_transaction(
     schema: &Schema,
     removals: Removals,
 ) -> Result<Vec<String>, MigrationError> {
-    let unavailable = |e: rusqlite::Error| MigrationError::Unavailable {
-        detail: e.to_string(),
-    };
+    let recording = |e: rusqlite::Error| db_migration_error(conn, &e, "recording the tables");
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS {} (name TEXT PRIMARY KEY, definition TEXT NOT NULL) STRICT",
         quote(META_TABLE)
     ))
-    .map_err(unavailable)?;
+    .map_err(recording)?;
     let live = recorded_tables(conn)?;
     let plan = plan(&live, schema, removals).map_err(|e| MigrationError::Refused(e.to_string()))?;
     let mut done = Vec::with_capacity(plan.steps.len());
     for step in &plan.steps {
         let sql = step_sql(step).map_err(|e| MigrationError::Refused(e.to_string()))?;
         conn.execute_batch(&sql)
-            .map_err(|e| db_migration_error(&e, &step.describe()))?;
+            .map_err(|e| db_migration_error(conn, &e, &step.describe()))?;
         done.push(step.describe());
     }
     conn.execute(&format!("DELETE FROM {}", quote(META_TABLE)), [])
-        .map_err(unavailable)?;
+        .map_err(recording)?;
     for table in &plan.tables {
         let definition = serde_json::to_string(table).map_err(|e| MigrationError::Unavailable {
             detail: e.to_string(),
@@ -707,12 +705,14 @@ fn migrate_in_transaction(
             ),
             (&table.name, definition),
         )
-        .map_err(unavailable)?;
+        .map_err(recording)?;
     }
     Ok(done)
 }
 
-fn db_migration_error(e: &rusqlite::Error, step: &str) -> MigrationError {
+/// What a failed migration step means. `conn` is the migration's own
+/// (trusted) connection, asked whether a `SQLITE_FULL` was the disk's.
+fn db_migration_error(conn: &Connection, e: &rusqlite::Error, step: &str) -> MigrationError {
     match e {
         rusqlite::Error::SqliteFailure(failure, message)
             if failure.code == ErrorCode::ConstraintViolation =>
@@ -723,7 +723,13 @@ fn db_migration_error(e: &rusqlite::Error, step: &str) -> MigrationError {
             ))
         }
         rusqlite::Error::SqliteFailure(failure, _) if failure.code == ErrorCode::DiskFull => {
-            MigrationError::Failed(format!("{step}: the project's database is full"))
+            if disk_ran_out_first(conn) {
+                MigrationError::StorageFull {
+                    detail: format!("{step}: the disk is full"),
+                }
+            } else {
+                MigrationError::Failed(format!("{step}: the project's database is full"))
+            }
         }
         _ => MigrationError::Unavailable {
             detail: format!("{step}: {e}"),
