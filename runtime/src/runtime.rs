@@ -274,6 +274,13 @@ impl Runtime {
 fn link(engine: &Engine) -> wasmtime::Result<Linker<RequestState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    // wasmtime-wasi links wasi:io through the whole WASI context; every
+    // stream call of an HTTP handler would then build the context that
+    // `RequestState` otherwise builds only on a real WASI call. The same
+    // host functions, reaching the resource table directly, replace them.
+    linker.allow_shadowing(true);
+    wasmtime_wasi_io::add_to_linker_async(&mut linker)?;
+    linker.allow_shadowing(false);
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     crate::host::kv::add_to_linker(&mut linker)?;
     crate::host::db::add_to_linker(&mut linker)?;

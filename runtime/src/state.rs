@@ -158,7 +158,12 @@ pub(crate) struct RequestState {
     pub(crate) tenant: Arc<TenantCtx>,
     pub(crate) limiter: GuestLimiter,
     table: ResourceTable,
-    wasi: WasiCtx,
+    /// Built on the guest's first WASI call (environment, output, clocks,
+    /// random): most requests of an HTTP handler make none, and building one
+    /// (seeding its random sources, copying the environment) is a measurable
+    /// share of a small request.
+    wasi: Option<WasiCtx>,
+    log: Arc<RequestLog>,
     http: WasiHttpCtx,
     outbound: OutboundPolicy,
     kv_calls: u32,
@@ -175,20 +180,6 @@ impl RequestState {
         slot: OwnedSemaphorePermit,
     ) -> Self {
         let limits = &tenant.limits;
-
-        // No preopened directories, no network: wasi:filesystem and
-        // wasi:sockets are linked (toolchains import them) but every use is
-        // refused.
-        let wasi = WasiCtxBuilder::new()
-            .envs(&tenant.env)
-            .stdout(GuestOutput::new(log.clone(), LogSource::Stdout))
-            .stderr(GuestOutput::new(log.clone(), LogSource::Stderr))
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .max_random_size(MAX_RANDOM_BYTES)
-            .build();
-
         let mut table = ResourceTable::new();
         table.set_max_capacity(limits.resource_handles as usize);
         let mut http = WasiHttpCtx::new();
@@ -204,7 +195,8 @@ impl RequestState {
                 remaining: limits.subrequests,
             },
             table,
-            wasi,
+            wasi: None,
+            log: log.clone(),
             http,
             kv_calls: 0,
             db_calls: 0,
@@ -229,12 +221,34 @@ impl RequestState {
     }
 }
 
+/// The guest's WASI context. No preopened directories, no network:
+/// wasi:filesystem and wasi:sockets are linked (toolchains import them) but
+/// every use is refused.
+fn wasi_ctx(env: &[(String, String)], log: &Arc<RequestLog>) -> WasiCtx {
+    WasiCtxBuilder::new()
+        .envs(env)
+        .stdout(GuestOutput::new(log.clone(), LogSource::Stdout))
+        .stderr(GuestOutput::new(log.clone(), LogSource::Stderr))
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .max_random_size(MAX_RANDOM_BYTES)
+        .build()
+}
+
 impl WasiView for RequestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let (env, log) = (&self.tenant.env, &self.log);
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: self.wasi.get_or_insert_with(|| wasi_ctx(env, log)),
             table: &mut self.table,
         }
+    }
+}
+
+impl wasmtime_wasi_io::IoView for RequestState {
+    fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
     }
 }
 
