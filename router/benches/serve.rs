@@ -3,7 +3,8 @@
 //! one after another. Three paths: a static asset (from the memory cache),
 //! the `hello` component (routing + a fresh sandbox instance), and an
 //! unknown host (routing only); and, as the floor, a bare hyper server.
-//! Run: `cargo bench -p switchyard --bench serve`.
+//! Beside them, route resolution alone: a hostname to its project's route,
+//! cached and not. Run: `cargo bench -p switchyard --bench serve`.
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -204,5 +205,48 @@ fn serve(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, serve);
+/// Hostname → route in the route table over an SQLite control store: a
+/// cached route (every request after a tenant's first), and a hostname
+/// whose route was just dropped (a tenant's first request, or the first
+/// after a change to it), which reads the project, its build and its keys.
+fn route_resolution(c: &mut Criterion) {
+    use switchyard::config::TenantDefaults;
+    use switchyard::routing::RouteTable;
+    use switchyard::store::{ControlStore, SqliteControlStore};
+    use switchyard_runtime::{Limits, ProjectId};
+
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = SqliteControlStore::open(&dir.path().join("control.sqlite")).expect("store opens");
+    let project = ProjectId::new("bench").expect("valid id");
+    tokio
+        .block_on(store.create_project(&project))
+        .expect("project created");
+    let routes = RouteTable::new(
+        Arc::new(store),
+        "localhost".into(),
+        Limits::default(),
+        1 << 20,
+        TenantDefaults::default(),
+    );
+    let resolve = || async {
+        let route = routes.resolve("bench.localhost").await.expect("resolves");
+        assert!(route.is_some());
+    };
+    tokio.block_on(resolve());
+    c.bench_function("route resolution: cached", |b| {
+        b.to_async(&tokio).iter(resolve)
+    });
+    c.bench_function("route resolution: from the control store", |b| {
+        b.to_async(&tokio).iter(|| async {
+            routes.invalidate_all();
+            resolve().await
+        })
+    });
+}
+
+criterion_group!(benches, serve, route_resolution);
 criterion_main!(benches);

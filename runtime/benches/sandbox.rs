@@ -1,7 +1,8 @@
 //! The per-request cost of the sandbox: build a store, instantiate the
 //! `hello` example, call its handler for `GET /`, read the whole response,
-//! drop everything; and the same for `todo-api` requests that make one
-//! gateway DB call (a point select, an insert). Run:
+//! drop everything; the same for a `counter` request that makes one KV get
+//! and for `todo-api` requests that make one gateway DB call (a point
+//! select, an insert). Run:
 //! `cargo bench -p switchyard-runtime --bench sandbox`.
 
 use bytes::Bytes;
@@ -84,6 +85,61 @@ fn sandbox(c: &mut Criterion) {
     }
 }
 
+/// `counter`'s `GET /flash`: one `kv::get` through the host, against the
+/// embedded (SQLite) kv store, of a value set beforehand.
+fn gateway_kv(c: &mut Criterion) {
+    let (tokio, _dir, runtime) = setup();
+    let app = tokio.block_on(async {
+        let bytes = switchyard_test_artifacts::read(switchyard_test_artifacts::COUNTER);
+        let spec = AppSpec {
+            project: ProjectId::new("bench").expect("valid id"),
+            build: BuildId::new("counter").expect("valid id"),
+            component: runtime.compile(&bytes).await.expect("compiles"),
+            env: Vec::new(),
+            limits: LimitsOverride::default(),
+            schema: Default::default(),
+            egress: Default::default(),
+        };
+        runtime.app(&spec).await.expect("loads")
+    });
+    let ctx = RequestContext {
+        request_id: Arc::from("bench"),
+        tls: false,
+    };
+    let message = Bytes::from_static(b"a message kept in kv");
+    let send = |method: http::Method, path: &'static str, status: u16| {
+        let (app, ctx) = (app.clone(), ctx.clone());
+        let body = match method {
+            http::Method::PUT => message.clone(),
+            _ => Bytes::new(),
+        };
+        async move {
+            let request = http::Request::builder()
+                .method(method)
+                .uri(format!("http://bench.localhost{path}"))
+                .body(http_body_util::Full::new(body))
+                .expect("valid request");
+            let response = app.handle(request, ctx).await.expect("answers");
+            assert_eq!(response.status(), status);
+            let body = response.into_body().collect().await.expect("complete body");
+            body.to_bytes()
+        }
+    };
+    tokio.block_on(send(http::Method::PUT, "/flash?ttl_ms=3600000", 204));
+    assert_eq!(
+        tokio.block_on(send(http::Method::GET, "/flash", 200)),
+        message
+    );
+    c.bench_function("counter, no kv call (GET /)", |b| {
+        b.to_async(&tokio)
+            .iter(|| send(http::Method::GET, "/", 200))
+    });
+    c.bench_function("counter, kv get (GET /flash)", |b| {
+        b.to_async(&tokio)
+            .iter(|| send(http::Method::GET, "/flash", 200))
+    });
+}
+
 /// `todo-api` answering from its database: one host call per request.
 fn gateway_db(c: &mut Criterion) {
     use switchyard_runtime::db::migrate::Removals;
@@ -158,5 +214,5 @@ fn gateway_db(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, sandbox, gateway_db);
+criterion_group!(benches, sandbox, gateway_kv, gateway_db);
 criterion_main!(benches);

@@ -233,7 +233,7 @@ async fn tls(egress: &Egress, target: &Target, tcp: TcpStream) -> Result<Stream,
         Host::Name(name) => ServerName::try_from(name.clone())
             .map_err(|_| failed(Error::TlsProtocolError, "not a valid TLS server name"))?,
     };
-    let connector = tokio_rustls::TlsConnector::from(egress.tls.clone());
+    let connector = tokio_rustls::TlsConnector::from(egress.tls());
     match connector.connect(name, tcp).await {
         Ok(stream) => Ok(Box::new(stream)),
         Err(e) => {

@@ -32,7 +32,7 @@ pub(crate) use policy::OutboundPolicy;
 use crate::error::StartError;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Operator settings for guests' outgoing requests (the allowlists
@@ -72,7 +72,19 @@ pub(crate) struct Egress {
     allow_ranges: Vec<IpRange>,
     connect_timeout: Duration,
     response_timeout: Duration,
-    tls: Arc<rustls::ClientConfig>,
+    /// The protocol settings and the operator's own roots (`ca_file`),
+    /// checked when the node starts.
+    tls_base: TlsBase,
+    /// The TLS client configuration with the system's root certificates,
+    /// built on the first `https` request: reading and parsing the system's
+    /// roots takes about 5 ms, which every start would otherwise wait for,
+    /// and most nodes' guests never make an `https` request.
+    tls: OnceLock<Arc<rustls::ClientConfig>>,
+}
+
+struct TlsBase {
+    builder: rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>,
+    operator_roots: rustls::RootCertStore,
 }
 
 impl Egress {
@@ -81,12 +93,7 @@ impl Egress {
         if config.connect_timeout_ms == 0 || config.response_timeout_ms == 0 {
             return Err(invalid("timeouts must be at least 1 ms".into()));
         }
-        let mut roots = rustls::RootCertStore::empty();
-        let system = rustls_native_certs::load_native_certs();
-        for error in &system.errors {
-            tracing::warn!(%error, "egress: skipping part of the system's root certificates");
-        }
-        let (added, _) = roots.add_parsable_certificates(system.certs);
+        let mut operator_roots = rustls::RootCertStore::empty();
         if let Some(path) = &config.ca_file {
             use rustls::pki_types::{CertificateDer, pem::PemObject};
             let certs = CertificateDer::pem_file_iter(path)
@@ -99,26 +106,55 @@ impl Egress {
                 )));
             }
             for cert in certs {
-                roots
+                operator_roots
                     .add(cert)
                     .map_err(|e| invalid(format!("ca_file {}: {e}", path.display())))?;
             }
-        } else if added == 0 {
-            tracing::warn!("egress: no system root certificates found; https requests will fail");
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| invalid(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+            .map_err(|e| invalid(e.to_string()))?;
         Ok(Egress {
             allow_ranges: config.allow_ranges.clone(),
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             response_timeout: Duration::from_millis(config.response_timeout_ms),
-            tls: Arc::new(tls),
+            tls_base: TlsBase {
+                builder,
+                operator_roots,
+            },
+            tls: OnceLock::new(),
         })
+    }
+
+    /// The TLS client configuration, built on first use (a few ms, once per
+    /// process; concurrent first users wait for the one build).
+    fn tls(&self) -> Arc<rustls::ClientConfig> {
+        self.tls
+            .get_or_init(|| {
+                let TlsBase {
+                    builder,
+                    operator_roots,
+                } = &self.tls_base;
+                let mut roots = operator_roots.clone();
+                let system = rustls_native_certs::load_native_certs();
+                for error in &system.errors {
+                    tracing::warn!(%error, "egress: skipping part of the system's root certificates");
+                }
+                let (added, _) = roots.add_parsable_certificates(system.certs);
+                if added == 0 && operator_roots.is_empty() {
+                    tracing::warn!(
+                        "egress: no system root certificates found; https requests will fail"
+                    );
+                }
+                let mut tls = builder
+                    .clone()
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Arc::new(tls)
+            })
+            .clone()
     }
 
     /// Why `ip` may not be dialled, if it may not.

@@ -32,15 +32,9 @@ impl Upstream {
             while let Ok((mut conn, _)) = listener.accept().await {
                 let seen = seen.clone();
                 tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match conn.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let Some(head) = read_head(&mut conn).await else {
+                        return;
+                    };
                     seen.lock().unwrap().push(head.clone());
                     let target = head.split(' ').nth(1).unwrap_or("/").to_string();
                     let response = if let Some(to) = target.strip_prefix("/redirect?to=") {
@@ -69,6 +63,63 @@ impl Upstream {
     fn heads(&self) -> Vec<String> {
         self.heads.lock().unwrap().clone()
     }
+}
+
+/// Reads a request head (through the blank line); `None` if the
+/// connection ends first.
+async fn read_head(conn: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<String> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match conn.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// A loopback HTTPS server with a self-signed certificate for 127.0.0.1
+/// that answers every request 200 `hello over tls`: its port and its
+/// certificate's PEM.
+async fn tls_upstream() -> (u16, String) {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        certified.signing_key.serialize_der(),
+    ));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![certified.cert.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut conn) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                if read_head(&mut conn).await.is_none() {
+                    return;
+                }
+                let body = "hello over tls";
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(response.as_bytes()).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    (port, certified.cert.pem())
 }
 
 /// A runtime whose operator lets guests reach loopback (where the test
@@ -335,4 +386,34 @@ async fn a_silent_upstream_times_out_at_the_shorter_of_the_two_timeouts() {
         elapsed < Duration::from_millis(600) + SLACK * 2,
         "{elapsed:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstreams_are_verified_against_the_system_roots_and_the_operators_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, pem) = tls_upstream().await;
+    let url = format!("https://127.0.0.1:{port}/");
+    let rules = [format!("https://127.0.0.1:{port}")];
+
+    // No system root vouches for a self-signed certificate.
+    let runtime = runtime_allowing(dir.path(), true, EgressConfig::default());
+    let app = hostile_allowing(&runtime, &rules, generous()).await;
+    let results = fetch(&app, &format!("url={}", encode(&url))).await;
+    let error = results[0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("TlsCertificateError"), "{results:?}");
+    drop((app, runtime));
+
+    // The operator's `ca_file` does, beside the system's roots.
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, pem).unwrap();
+    let trusting = tempfile::tempdir().unwrap();
+    let egress = EgressConfig {
+        ca_file: Some(ca_file),
+        ..EgressConfig::default()
+    };
+    let runtime = runtime_allowing(trusting.path(), true, egress);
+    let app = hostile_allowing(&runtime, &rules, generous()).await;
+    let results = fetch(&app, &format!("url={}", encode(&url))).await;
+    assert_eq!(results[0]["status"], 200, "{results:?}");
+    assert_eq!(results[0]["body"], "hello over tls");
 }

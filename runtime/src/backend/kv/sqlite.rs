@@ -171,12 +171,12 @@ fn live_value(
     key: &[u8],
     now: i64,
 ) -> rusqlite::Result<Option<(Vec<u8>, Option<i64>)>> {
-    conn.query_row(
+    // Every get runs this: the connection keeps it parsed.
+    conn.prepare_cached(
         "SELECT value, expires_at FROM kv
          WHERE ns = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
-        params![ns, key, now],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
+    )?
+    .query_row(params![ns, key, now], |r| Ok((r.get(0)?, r.get(1)?)))
     .optional()
 }
 
